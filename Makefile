@@ -1,0 +1,36 @@
+# The two commands of the README: `make demo` and `make test`. Each works on a fresh machine by itself.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/operator
+
+.PHONY: demo test unit down setup control-plane bench lint
+
+$(VENV)/.installed: pyproject.toml
+	@echo "[setup] python virtualenv in $(VENV) with modeldeploy and its test dependencies"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+control-plane: $(VENV)/.installed
+	@echo "[setup] control plane binaries (built from source once, then cached) and kubectl/helm"
+	$(PY) -c 'from modeldeploy.sandbox.binaries import ensure_control_plane as c; from modeldeploy.sandbox.tools import ensure_kubectl as k, ensure_helm as h; c(); k(); h()'
+
+setup: $(VENV)/.installed control-plane
+
+demo: setup
+	$(PY) -m modeldeploy demo
+
+test: setup
+	$(PY) -m pytest
+
+unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit
+
+down: $(VENV)/.installed
+	$(PY) -m modeldeploy demo --down
+
+bench: setup
+	$(PY) tests/bench/bench_ready.py --count 200

@@ -1,0 +1,111 @@
+"""Kubernetes I/O for the reconciler: server-side apply, status writes, and the few reads it needs.
+
+Every write of a child object is a server-side apply with one field manager and ``force=True``:
+the API server merges, a repeated apply of the same object is a no-op, and a manual edit of a field
+we manage is taken back on the next reconcile. Errors are re-raised as ``KubeError`` naming the
+object and operation, so status messages say what failed.
+
+The client is the synchronous ``kubernetes`` client; Kopf runs sync handlers in its thread pool,
+so nothing here blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from modeldeploy.api import constants as c
+
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+
+
+class KubeError(RuntimeError):
+    """A failed API call; ``status`` is the HTTP status (0 when unknown)."""
+
+    def __init__(self, operation: str, obj: str, exc: Exception):
+        status = getattr(exc, "status", 0) or 0
+        detail = getattr(exc, "body", None) or str(exc)
+        try:
+            detail = json.loads(detail).get("message", detail)
+        except (TypeError, ValueError, AttributeError):
+            pass
+        super().__init__(f"{operation} {obj}: {detail}")
+        self.status = status
+
+
+def _describe(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata", {})
+    return f"{obj.get('kind')} {meta.get('namespace')}/{meta.get('name')}"
+
+
+class Kube:
+    """The narrow interface the reconciler uses. ``requests`` counts API calls made (for benchmarks)."""
+
+    def __init__(self, api_client: client.ApiClient | None = None, field_manager: str = c.FIELD_MANAGER):
+        self.api = api_client or client.ApiClient()
+        self.core = client.CoreV1Api(self.api)
+        self.apps = client.AppsV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.field_manager = field_manager
+        self.requests = 0
+
+    def _call(self, operation: str, what: str, fn, *args, **kwargs) -> Any:
+        self.requests += 1
+        try:
+            resp = fn(*args, _preload_content=False, **kwargs)
+        except ApiException as exc:
+            raise KubeError(operation, what, exc) from exc
+        return json.loads(resp.data) if resp.data else None
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply ``obj``; returns the object as stored (with status, for a Deployment)."""
+        meta = obj["metadata"]
+        fn = {
+            "ConfigMap": self.core.patch_namespaced_config_map,
+            "Service": self.core.patch_namespaced_service,
+            "Deployment": self.apps.patch_namespaced_deployment,
+        }[obj["kind"]]
+        return self._call("apply", _describe(obj), fn, meta["name"], meta["namespace"], obj,
+                          field_manager=self.field_manager, force=True, _content_type=APPLY)
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self._call("update status of", f"{c.KIND} {namespace}/{name}",
+                   self.custom.patch_namespaced_custom_object_status,
+                   c.GROUP, c.VERSION, namespace, c.PLURAL, name, {"status": status},
+                   _content_type=MERGE)
+
+    def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._call("get", f"{c.KIND} {namespace}/{name}", self.custom.get_namespaced_custom_object,
+                              c.GROUP, c.VERSION, namespace, c.PLURAL, name)
+        except KubeError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def list_config_maps(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        out = self._call("list", f"ConfigMaps in {namespace}", self.core.list_namespaced_config_map,
+                         namespace, label_selector=label_selector)
+        return out.get("items", [])
+
+    def delete_config_map(self, namespace: str, name: str) -> None:
+        try:
+            self._call("delete", f"ConfigMap {namespace}/{name}", self.core.delete_namespaced_config_map,
+                       name, namespace)
+        except KubeError as err:
+            if err.status != 404:
+                raise
+
+    def unschedulable_message(self, namespace: str, label_selector: str) -> str | None:
+        """The scheduler's message for the first pending, unschedulable pod matching the selector."""
+        pods = self._call("list", f"Pods in {namespace}", self.core.list_namespaced_pod, namespace,
+                          label_selector=label_selector, field_selector="status.phase=Pending")
+        for pod in pods.get("items", []):
+            for cond in (pod.get("status") or {}).get("conditions") or []:
+                if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
+                    return cond.get("message") or "Unschedulable"
+        return None

@@ -1,0 +1,1 @@
+"""Typed view of the ModelDeployment API: constants, spec parsing, conditions. Pure."""

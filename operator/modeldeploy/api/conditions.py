@@ -1,0 +1,65 @@
+"""Condition helpers following the Kubernetes API conventions (metav1.Condition).
+
+``set_condition`` keeps ``lastTransitionTime`` when the status did not change, so a reconcile that
+computes the same conditions produces byte-identical status and the operator can skip the write.
+The clock is injected (``now``) so tests need no sleeping or patching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: bool | None  # None = "Unknown"
+    reason: str
+    message: str
+
+    @property
+    def status_str(self) -> str:
+        return {True: "True", False: "False", None: "Unknown"}[self.status]
+
+
+def format_time(now: datetime) -> str:
+    return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def merge_conditions(
+    existing: Iterable[Mapping[str, Any]] | None,
+    wanted: Iterable[Condition],
+    generation: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Return the condition list for ``wanted``, reusing lastTransitionTime from ``existing``.
+
+    Conditions in ``existing`` whose type is not wanted are dropped: the operator owns this list.
+    Order follows ``wanted`` so the rendered status is stable.
+    """
+    previous = {c.get("type"): c for c in (existing or ())}
+    result = []
+    for cond in wanted:
+        old = previous.get(cond.type)
+        if old is not None and old.get("status") == cond.status_str and old.get("lastTransitionTime"):
+            transition = old["lastTransitionTime"]
+        else:
+            transition = format_time(now)
+        result.append({
+            "type": cond.type,
+            "status": cond.status_str,
+            "observedGeneration": generation,
+            "lastTransitionTime": transition,
+            "reason": cond.reason,
+            "message": cond.message,
+        })
+    return result
+
+
+def find(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:
+    for cond in conditions or ():
+        if cond.get("type") == type_:
+            return cond
+    return None

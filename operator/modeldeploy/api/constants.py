@@ -1,0 +1,66 @@
+"""Names that are part of the API contract: group, version, labels, condition types and reasons.
+
+Kept in one place so renderers, the status policy, tests and docs agree on spelling.
+"""
+
+GROUP = "modeldeploy.io"
+VERSION = "v1alpha1"
+PLURAL = "modeldeployments"
+KIND = "ModelDeployment"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+FIELD_MANAGER = "modeldeploy-operator"
+
+# Labels on every child object and on the serving pods.
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_MODEL = "modeldeploy.io/model"
+LABEL_DEPLOYMENT = "modeldeploy.io/modeldeployment"
+LABEL_REVISION = "modeldeploy.io/revision"
+LABEL_TRACK = "modeldeploy.io/track"
+
+MANAGED_BY = "modeldeploy"
+COMPONENT_PREDICTOR = "predictor"
+TRACK_STABLE = "stable"
+
+# GPU conventions of the NVIDIA device plugin and GPU feature discovery.
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_TAINT_KEY = "nvidia.com/gpu"
+
+# Triton ports.
+HTTP_PORT = 8000
+GRPC_PORT = 8001
+METRICS_PORT = 8002
+
+MODEL_REPOSITORY = "/models"
+
+# Condition types. Ready/Reconciling/Stalled follow kstatus; FieldsSupported says when the spec asks
+# for something this version accepts but does not do yet.
+COND_READY = "Ready"
+COND_RECONCILING = "Reconciling"
+COND_STALLED = "Stalled"
+COND_FIELDS_SUPPORTED = "FieldsSupported"
+
+# Phases (documented in the CRD's status.phase description).
+PHASE_PENDING = "Pending"
+PHASE_PROGRESSING = "Progressing"
+PHASE_READY = "Ready"
+PHASE_DEGRADED = "Degraded"
+PHASE_FAILED = "Failed"
+
+# Condition reasons.
+REASON_AVAILABLE = "Available"
+REASON_CREATING = "Creating"
+REASON_ROLLING_OUT = "RollingOut"
+REASON_SCALING = "Scaling"
+REASON_PROGRESS_DEADLINE = "ProgressDeadlineExceeded"
+REASON_UNSCHEDULABLE = "Unschedulable"
+REASON_INVALID_SPEC = "InvalidSpec"
+REASON_APPLY_FAILED = "ApplyFailed"
+REASON_NOT_IMPLEMENTED = "NotImplemented"
+REASON_ALL_SUPPORTED = "AllSupported"
+REASON_SCALED_TO_ZERO = "ScaledToZero"
+REASON_DEGRADED = "ReplicasUnavailable"

@@ -1,0 +1,236 @@
+"""Typed, defaulted view of a ModelDeployment spec.
+
+The API server applies the CRD's defaults and validation before the operator sees an object, but
+renderers must not depend on that: unit tests, ``kubectl apply --dry-run=client`` users and older
+stored objects can all miss defaults. So ``parse_spec`` applies the same defaults again and checks the
+cross-field rules that the schema cannot express, returning a frozen value object the renderers use.
+
+Errors raise ``SpecError`` naming the field, which the reconciler turns into a Stalled condition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+MODEL_FORMATS = ("onnx", "tensorrt", "torchscript", "python", "savedmodel")
+URI_SCHEMES = ("s3", "gs", "http", "https", "pvc", "file")
+
+#: Triton backend (or platform) derived from the model format.
+BACKEND_BY_FORMAT = {
+    "onnx": "onnxruntime",
+    "tensorrt": "tensorrt",
+    "torchscript": "pytorch",
+    "python": "python",
+    "savedmodel": "tensorflow",
+}
+
+#: File name Triton expects inside ``<model>/<version>/`` for each format.
+MODEL_FILE_BY_FORMAT = {
+    "onnx": "model.onnx",
+    "tensorrt": "model.plan",
+    "torchscript": "model.pt",
+    "python": "model.py",
+    "savedmodel": "model.savedmodel",
+}
+
+
+class SpecError(ValueError):
+    """A spec the operator cannot serve. ``field`` is the JSON path of the offending field."""
+
+    def __init__(self, field_path: str, message: str):
+        super().__init__(f"{field_path}: {message}")
+        self.field = field_path
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    uri: str
+    format: str
+    name: str
+    version: int = 1
+    sha256: str | None = None
+    credentials_secret: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        return self.uri.split("://", 1)[0]
+
+
+@dataclass(frozen=True)
+class DynamicBatching:
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_delay_microseconds: int = 100
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    image: str | None = None
+    backend: str | None = None
+    max_batch_size: int = 0
+    dynamic_batching: DynamicBatching | None = None
+    instances_per_device: int = 1
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    count: int = 1
+    product: str | None = None
+    mig_profile: str | None = None
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    gpu: GpuSpec = field(default_factory=GpuSpec)
+    cpu: str | None = None
+    memory: str | None = None
+
+
+@dataclass(frozen=True)
+class PlacementSpec:
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    affinity: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    model: ModelSpec
+    serving: ServingSpec
+    resources: ResourcesSpec
+    placement: PlacementSpec
+    replicas: int | None
+    autoscaling: Mapping[str, Any] | None
+    compression: Mapping[str, Any] | None
+    rollout_strategy: str
+    canary: Mapping[str, Any] | None
+
+    @property
+    def backend(self) -> str:
+        return self.serving.backend or BACKEND_BY_FORMAT[self.model.format]
+
+    @property
+    def desired_replicas(self) -> int:
+        """Replicas to run now: spec.replicas, else autoscaling.minReplicas (autoscaling not implemented), else 1."""
+        if self.replicas is not None:
+            return self.replicas
+        if self.autoscaling is not None:
+            return int(self.autoscaling.get("minReplicas", 1))
+        return 1
+
+
+def _int(value: Any, path: str, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(path, f"must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise SpecError(path, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def parse_spec(name: str, spec: Mapping[str, Any]) -> Spec:
+    """Parse and default ``spec`` of the ModelDeployment called ``name``; raise SpecError when unservable."""
+    model = spec.get("model") or {}
+    uri = model.get("uri")
+    if not uri:
+        raise SpecError("spec.model.uri", "is required")
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    if scheme not in URI_SCHEMES:
+        raise SpecError("spec.model.uri", f"scheme must be one of {', '.join(s + '://' for s in URI_SCHEMES)}")
+    fmt = model.get("format")
+    if fmt not in MODEL_FORMATS:
+        raise SpecError("spec.model.format", f"must be one of {', '.join(MODEL_FORMATS)}, got {fmt!r}")
+    model_spec = ModelSpec(
+        uri=uri,
+        format=fmt,
+        name=model.get("name") or name,
+        version=_int(model.get("version", 1), "spec.model.version", 1),
+        sha256=model.get("sha256"),
+        credentials_secret=model.get("credentialsSecret"),
+    )
+
+    serving = spec.get("serving") or {}
+    max_batch = _int(serving.get("maxBatchSize", 0), "spec.serving.maxBatchSize", 0)
+    dyn = serving.get("dynamicBatching")
+    dynamic = None
+    if dyn is not None:
+        if max_batch == 0:
+            raise SpecError("spec.serving.dynamicBatching", "needs spec.serving.maxBatchSize > 0")
+        sizes = tuple(_int(s, "spec.serving.dynamicBatching.preferredBatchSizes[]", 1)
+                      for s in dyn.get("preferredBatchSizes", ()))
+        too_big = [s for s in sizes if s > max_batch]
+        if too_big:
+            raise SpecError("spec.serving.dynamicBatching.preferredBatchSizes",
+                            f"{too_big} exceed spec.serving.maxBatchSize ({max_batch})")
+        dynamic = DynamicBatching(
+            preferred_batch_sizes=sizes,
+            max_queue_delay_microseconds=_int(dyn.get("maxQueueDelayMicroseconds", 100),
+                                              "spec.serving.dynamicBatching.maxQueueDelayMicroseconds", 0),
+        )
+    serving_spec = ServingSpec(
+        image=serving.get("image"),
+        backend=serving.get("backend"),
+        max_batch_size=max_batch,
+        dynamic_batching=dynamic,
+        instances_per_device=_int(serving.get("instancesPerDevice", 1), "spec.serving.instancesPerDevice", 1),
+    )
+
+    resources = spec.get("resources") or {}
+    gpu = resources.get("gpu") or {}
+    gpu_spec = GpuSpec(
+        count=_int(gpu.get("count", 1), "spec.resources.gpu.count", 0),
+        product=gpu.get("product"),
+        mig_profile=gpu.get("migProfile"),
+    )
+    if gpu_spec.count == 0 and (gpu_spec.product or gpu_spec.mig_profile):
+        raise SpecError("spec.resources.gpu.count", "is 0 but spec.resources.gpu.product/migProfile is set")
+    resources_spec = ResourcesSpec(
+        gpu=gpu_spec,
+        cpu=None if resources.get("cpu") is None else str(resources["cpu"]),
+        memory=None if resources.get("memory") is None else str(resources["memory"]),
+    )
+
+    placement = spec.get("placement") or {}
+    placement_spec = PlacementSpec(
+        node_selector=dict(placement.get("nodeSelector") or {}),
+        tolerations=tuple(placement.get("tolerations") or ()),
+        affinity=placement.get("affinity"),
+    )
+
+    replicas = spec.get("replicas")
+    autoscaling = spec.get("autoscaling")
+    if replicas is not None:
+        replicas = _int(replicas, "spec.replicas", 0)
+        if autoscaling is not None:
+            raise SpecError("spec.replicas", "and spec.autoscaling are mutually exclusive")
+    if autoscaling is not None:
+        lo, hi = autoscaling.get("minReplicas", 1), autoscaling.get("maxReplicas")
+        if hi is None:
+            raise SpecError("spec.autoscaling.maxReplicas", "is required")
+        if lo > hi:
+            raise SpecError("spec.autoscaling.minReplicas", f"({lo}) must be <= spec.autoscaling.maxReplicas ({hi})")
+
+    rollout = spec.get("rollout") or {}
+    return Spec(
+        model=model_spec,
+        serving=serving_spec,
+        resources=resources_spec,
+        placement=placement_spec,
+        replicas=replicas,
+        autoscaling=autoscaling,
+        compression=spec.get("compression"),
+        rollout_strategy=rollout.get("strategy", "Rolling"),
+        canary=rollout.get("canary"),
+    )
+
+
+def unimplemented_fields(spec: Spec) -> list[str]:
+    """Fields this version accepts but does not act on yet; reported, never silently ignored."""
+    fields = []
+    if spec.compression:
+        fields.append("spec.compression")
+    if spec.autoscaling is not None:
+        fields.append("spec.autoscaling")
+    if spec.rollout_strategy == "Canary" or spec.canary:
+        fields.append("spec.rollout.canary")
+    return fields

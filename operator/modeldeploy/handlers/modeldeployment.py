@@ -1,0 +1,105 @@
+"""Kopf handlers for ModelDeployment: when to reconcile, nothing about how.
+
+- create / update of spec / resume at operator start -> reconcile the ModelDeployment;
+- any event of a Deployment we manage (status progress, a manual edit, a deletion) -> reconcile its
+  owner, which refreshes status and takes back drift.
+
+Handlers are sync functions: Kopf runs them in its thread pool, so the sync Kubernetes client does not
+block the event loop. A per-object lock keeps the two entry points from reconciling the same
+ModelDeployment at once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Any
+
+import kopf
+from kubernetes import config as kube_config
+
+from modeldeploy.api import constants as c
+from modeldeploy.adapters.kube import Kube
+from modeldeploy.reconcile.modeldeployment import reconcile
+from modeldeploy.render.triton import DEFAULT_TRITON_IMAGE, RenderOptions
+
+RETRY_DELAY_SECONDS = 15
+
+_kube: Kube | None = None
+_options = RenderOptions()
+_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def options_from_env(env: dict[str, str] | os._Environ = os.environ) -> RenderOptions:
+    return RenderOptions(
+        triton_image=env.get("MODELDEPLOY_TRITON_IMAGE", DEFAULT_TRITON_IMAGE),
+        progress_deadline_seconds=int(env.get("MODELDEPLOY_PROGRESS_DEADLINE_SECONDS", "600")),
+    )
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, logger, **_: Any) -> None:
+    global _kube, _options
+    # Kopf keeps its bookkeeping in annotations under our own prefix; status stays ours alone.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=c.GROUP, key="last-handled-configuration")
+    settings.posting.level = 30  # post Events for warnings and above from Kopf itself; ours are explicit
+    settings.watching.server_timeout = 300
+    settings.execution.max_workers = int(os.environ.get("MODELDEPLOY_WORKERS", "8"))
+    try:
+        kube_config.load_incluster_config()
+    except kube_config.ConfigException:
+        kube_config.load_kube_config()
+    _kube = Kube()
+    _options = options_from_env()
+    logger.info("modeldeploy operator configured: triton image %s", _options.triton_image)
+
+
+def _reconcile(body: Any, logger) -> None:
+    meta = body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    assert _kube is not None, "operator not configured (startup handler did not run)"
+    with _locks[key]:
+        result = reconcile(_kube, body, _options, _now)
+    if result.event:
+        kind, reason, message = result.event
+        kopf.event(body, type=kind, reason=reason, message=message)
+    logger.debug("reconciled %s/%s: phase %s, status written: %s", *key, result.status["phase"], result.written)
+    if result.retry:
+        raise kopf.TemporaryError(result.retry, delay=RETRY_DELAY_SECONDS)
+
+
+@kopf.on.resume(c.GROUP, c.VERSION, c.PLURAL)
+@kopf.on.create(c.GROUP, c.VERSION, c.PLURAL)
+@kopf.on.update(c.GROUP, c.VERSION, c.PLURAL, field="spec")
+def reconcile_model_deployment(body: kopf.Body, logger, **_: Any) -> None:
+    _reconcile(body, logger)
+
+
+def controller_owner(body: Any) -> str | None:
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == c.KIND and ref.get("apiVersion", "").startswith(c.GROUP + "/"):
+            return ref.get("name")
+    return None
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
+def on_deployment_event(body: kopf.Body, namespace: str, logger, **_: Any) -> None:
+    owner = controller_owner(body)
+    if owner is None or _kube is None:
+        return
+    md = _kube.get_model_deployment(namespace, owner)
+    if md is None or md["metadata"].get("deletionTimestamp"):
+        return  # being deleted: the garbage collector removes the children
+    try:
+        _reconcile(md, logger)
+    except kopf.TemporaryError as err:
+        # Event handlers are not retried by Kopf; the ModelDeployment's own handler retries.
+        logger.warning("reconcile of %s/%s after a Deployment event failed: %s", namespace, owner, err)

@@ -1,0 +1,1 @@
+"""Pure decision policies (status now; canary, analysis, autoscaling later) with injected clocks."""

@@ -1,0 +1,164 @@
+"""Status policy: what a ModelDeployment's status should say, given what was observed.
+
+A pure function of (generation, spec facts, the observed Triton Deployment, the previous status,
+errors, now). The reconciler computes it whole, compares it with the stored status and writes only
+when something changed (argo-rollouts' persistRolloutStatus does the same).
+
+Conditions follow kstatus: ``Ready`` (the contract for users and GitOps health checks),
+``Reconciling`` (True while work is in progress) and ``Stalled`` (True when progress stopped and a
+person has to act). ``FieldsSupported`` is False while the spec asks for something this version
+accepts but does not implement, so nothing is ignored silently.
+
+Worked example: a Deployment with spec.replicas 2, status.updatedReplicas 1, availableReplicas 1
+and observedGeneration current gives phase Progressing, Ready False (reason RollingOut,
+"1/2 replicas updated, 1/2 available"), Reconciling True.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Mapping
+
+from modeldeploy.api import constants as c
+from modeldeploy.api.conditions import Condition, find, merge_conditions
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the reconciler saw and did this round."""
+
+    generation: int
+    desired_replicas: int
+    revision: str | None = None
+    deployment_name: str | None = None
+    service_name: str | None = None
+    selector: str | None = None
+    model_name: str | None = None
+    model_version: int | None = None
+    deployment: Mapping[str, Any] | None = None  # the live apps/v1 Deployment, None if absent
+    unimplemented: tuple[str, ...] = ()
+    spec_error: str | None = None  # message naming the field
+    apply_error: str | None = None
+    unschedulable: str | None = None  # scheduler message of a pending pod, if any
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _deployment_progress(obs: Observation) -> tuple[str, Condition, Condition, Condition, dict[str, int]]:
+    """Phase and (Ready, Reconciling, Stalled) conditions from the Deployment's status."""
+    dep = obs.deployment
+    want = obs.desired_replicas
+    if dep is None:
+        counts = {"replicas": 0, "readyReplicas": 0, "updatedReplicas": 0}
+        msg = f"creating Deployment {obs.deployment_name}"
+        return (c.PHASE_PENDING, Condition(c.COND_READY, False, c.REASON_CREATING, msg),
+                Condition(c.COND_RECONCILING, True, c.REASON_CREATING, msg),
+                Condition(c.COND_STALLED, False, c.REASON_CREATING, "progressing"), counts)
+
+    status = dep.get("status") or {}
+    dep_gen = (dep.get("metadata") or {}).get("generation", 0)
+    observed = status.get("observedGeneration", 0)
+    replicas = status.get("replicas", 0)
+    updated = status.get("updatedReplicas", 0)
+    ready = status.get("readyReplicas", 0)
+    available = status.get("availableReplicas", 0)
+    counts = {"replicas": replicas, "readyReplicas": ready, "updatedReplicas": updated}
+    progress = f"{updated}/{want} replicas updated, {available}/{want} available"
+
+    dep_conditions = status.get("conditions") or []
+    progressing = find(dep_conditions, "Progressing")
+    if progressing and progressing.get("reason") == "ProgressDeadlineExceeded":
+        msg = f"Deployment {obs.deployment_name} exceeded its progress deadline: {progress}"
+        if obs.unschedulable:
+            msg += f"; pods unschedulable: {obs.unschedulable}"
+        return (c.PHASE_FAILED, Condition(c.COND_READY, False, c.REASON_PROGRESS_DEADLINE, msg),
+                Condition(c.COND_RECONCILING, False, c.REASON_PROGRESS_DEADLINE, msg),
+                Condition(c.COND_STALLED, True, c.REASON_PROGRESS_DEADLINE, msg), counts)
+
+    done = observed >= dep_gen and updated >= want and available >= want and replicas == want
+    if done:
+        if want == 0:
+            msg = "scaled to zero replicas"
+            ready_cond = Condition(c.COND_READY, True, c.REASON_SCALED_TO_ZERO, msg)
+        else:
+            msg = f"{available}/{want} replicas available"
+            ready_cond = Condition(c.COND_READY, True, c.REASON_AVAILABLE, msg)
+        return (c.PHASE_READY, ready_cond,
+                Condition(c.COND_RECONCILING, False, c.REASON_AVAILABLE, msg),
+                Condition(c.COND_STALLED, False, c.REASON_AVAILABLE, msg), counts)
+
+    rolling = observed < dep_gen or updated < want or replicas > want
+    reason = c.REASON_ROLLING_OUT if rolling else c.REASON_SCALING
+    if obs.unschedulable:
+        reason = c.REASON_UNSCHEDULABLE
+        progress += f"; pods unschedulable: {obs.unschedulable}"
+    phase = c.PHASE_PROGRESSING if rolling or obs.unschedulable or available == 0 else c.PHASE_DEGRADED
+    return (phase, Condition(c.COND_READY, False, reason, progress),
+            Condition(c.COND_RECONCILING, True, reason, progress),
+            Condition(c.COND_STALLED, False, reason, "progressing"), counts)
+
+
+def compute_status(obs: Observation, previous: Mapping[str, Any] | None, now: datetime) -> dict[str, Any]:
+    """The complete status for ``obs``; ``previous`` only supplies lastTransitionTime and prior phase."""
+    previous = previous or {}
+    if obs.spec_error or obs.apply_error:
+        reason = c.REASON_INVALID_SPEC if obs.spec_error else c.REASON_APPLY_FAILED
+        msg = obs.spec_error or obs.apply_error or ""
+        phase = c.PHASE_FAILED
+        ready = Condition(c.COND_READY, False, reason, msg)
+        # An invalid spec needs a person (Stalled); a failed apply is retried (Reconciling).
+        reconciling = Condition(c.COND_RECONCILING, not obs.spec_error, reason, msg)
+        stalled = Condition(c.COND_STALLED, bool(obs.spec_error), reason, msg)
+        counts = {k: previous.get(k, 0) for k in ("replicas", "readyReplicas", "updatedReplicas")}
+        if obs.deployment is not None:
+            dstat = obs.deployment.get("status") or {}
+            counts = {k: dstat.get(k, 0) for k in counts}
+    else:
+        phase, ready, reconciling, stalled, counts = _deployment_progress(obs)
+
+    if obs.unimplemented:
+        fields = ", ".join(obs.unimplemented)
+        supported = Condition(
+            c.COND_FIELDS_SUPPORTED, False, c.REASON_NOT_IMPLEMENTED,
+            f"{fields}: accepted but not implemented by this modeldeploy version; "
+            "serving the model as given with a rolling update",
+        )
+    else:
+        supported = Condition(c.COND_FIELDS_SUPPORTED, True, c.REASON_ALL_SUPPORTED,
+                              "every field in the spec is implemented")
+
+    status: dict[str, Any] = {
+        "observedGeneration": obs.generation,
+        "phase": phase,
+        "conditions": merge_conditions(previous.get("conditions"), [ready, reconciling, stalled, supported],
+                                       obs.generation, now),
+        **counts,
+    }
+    for key, value in (
+        ("selector", obs.selector),
+        ("currentRevision", obs.revision),
+        ("deployment", obs.deployment_name),
+        ("service", obs.service_name),
+    ):
+        if value is not None:
+            status[key] = value
+    if obs.model_name is not None:
+        status["model"] = {"name": obs.model_name, "version": obs.model_version}
+    return status
+
+
+def status_changed(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """True when writing ``new`` would change anything the operator owns in the stored status."""
+    previous = previous or {}
+    return any(previous.get(k) != v for k, v in new.items())
+
+
+def transition_event(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """(type, reason, message) of the Event to emit when the phase changed, else None."""
+    old_phase = (previous or {}).get("phase")
+    new_phase = new.get("phase")
+    if old_phase == new_phase:
+        return None
+    ready = find(new.get("conditions"), c.COND_READY) or {}
+    kind = "Warning" if new_phase in (c.PHASE_FAILED, c.PHASE_DEGRADED) else "Normal"
+    return kind, str(new_phase), f"phase {old_phase or 'None'} -> {new_phase}: {ready.get('message', '')}"

@@ -1,0 +1,1 @@
+"""Reconcilers: observe -> policy -> adapters -> status. No Kopf imports."""

@@ -1,0 +1,103 @@
+"""One reconcile of one ModelDeployment: observe -> render -> apply -> compute status -> write if changed.
+
+Level-based: the function looks only at the object as it is now, so it is safe to call for any event
+(spec change, child drift, operator restart) and twice in a row. It imports no Kopf; the handlers
+decide when to call it and turn its result into Events and retries.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Mapping
+
+from modeldeploy.api import constants as c
+from modeldeploy.api.spec import SpecError, parse_spec, unimplemented_fields
+from modeldeploy.adapters.kube import Kube, KubeError
+from modeldeploy.policy.status import Observation, compute_status, status_changed, transition_event
+from modeldeploy.render import names
+from modeldeploy.render.triton import Owner, RenderOptions, render_children
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Result:
+    status: dict[str, Any]
+    written: bool  # status was written (it changed)
+    event: tuple[str, str, str] | None  # (type, reason, message) for a phase transition
+    retry: str | None  # a transient failure worth retrying (apply error), else None
+
+
+def _selector_string(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def reconcile(kube: Kube, body: Mapping[str, Any], options: RenderOptions, now: Callable[[], datetime]) -> Result:
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    generation = meta.get("generation", 1)
+    previous = body.get("status") or {}
+    owner = Owner(name=name, namespace=namespace, uid=meta["uid"])
+
+    try:
+        spec = parse_spec(name, body.get("spec") or {})
+    except SpecError as err:
+        obs = Observation(generation=generation, desired_replicas=0, spec_error=str(err))
+        return _finish(kube, namespace, name, previous, obs, now, retry=None)
+
+    revision = names.revision_of(spec, options.triton_image)
+    selector = names.selector_labels(name)
+    base = dict(
+        generation=generation,
+        desired_replicas=spec.desired_replicas,
+        revision=revision,
+        deployment_name=names.deployment_name(name),
+        service_name=names.service_name(name),
+        selector=_selector_string(selector),
+        model_name=spec.model.name,
+        model_version=spec.model.version,
+        unimplemented=tuple(unimplemented_fields(spec)),
+    )
+    deployment = None
+    try:
+        for obj in render_children(owner, spec, revision, options):
+            applied = kube.apply(obj)
+            if obj["kind"] == "Deployment":
+                deployment = applied
+    except KubeError as err:
+        obs = Observation(**base, apply_error=str(err))
+        return _finish(kube, namespace, name, previous, obs, now, retry=str(err))
+
+    unschedulable = None
+    dstatus = (deployment or {}).get("status") or {}
+    if dstatus.get("availableReplicas", 0) < spec.desired_replicas:
+        unschedulable = kube.unschedulable_message(namespace, _selector_string(selector))
+    obs = Observation(**base, deployment=deployment, unschedulable=unschedulable)
+    result = _finish(kube, namespace, name, previous, obs, now, retry=None)
+    # Prune only on a status change into Ready: a finished rollout; steady-state events cost no list call.
+    if result.written and result.status["phase"] == c.PHASE_READY:
+        prune_config_maps(kube, namespace, name, keep={revision})
+    return result
+
+
+def _finish(kube: Kube, namespace: str, name: str, previous: Mapping[str, Any], obs: Observation,
+            now: Callable[[], datetime], retry: str | None) -> Result:
+    status = compute_status(obs, previous, now())
+    written = status_changed(previous, status)
+    if written:
+        kube.patch_status(namespace, name, status)
+    return Result(status=status, written=written, event=transition_event(previous, status), retry=retry)
+
+
+def prune_config_maps(kube: Kube, namespace: str, name: str, keep: set[str]) -> list[str]:
+    """Delete config ConfigMaps of revisions no longer served (only once the rollout finished)."""
+    selector = f"{c.LABEL_DEPLOYMENT}={names.fit(name)},{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"
+    deleted = []
+    for cm in kube.list_config_maps(namespace, selector):
+        cm_meta = cm["metadata"]
+        if (cm_meta.get("labels") or {}).get(c.LABEL_REVISION) not in keep:
+            kube.delete_config_map(namespace, cm_meta["name"])
+            deleted.append(cm_meta["name"])
+    return deleted

@@ -1,0 +1,41 @@
+"""Render Triton's ``config.pbtxt`` (protobuf text format of inference.ModelConfig) from the spec.
+
+Inputs and outputs are left out: Triton's auto-complete fills them from the model for ONNX, TensorRT
+and SavedModel, which avoids a second source of truth. Only what the user declared, plus the instance
+group derived from the GPU request, is written.
+"""
+
+from __future__ import annotations
+
+from modeldeploy.api.spec import Spec
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_config_pbtxt(spec: Spec) -> str:
+    lines = [
+        f"name: {_quote(spec.model.name)}",
+        f"backend: {_quote(spec.backend)}",
+        f"max_batch_size: {spec.serving.max_batch_size}",
+        f"version_policy: {{ specific: {{ versions: [ {spec.model.version} ] }} }}",
+    ]
+    dyn = spec.serving.dynamic_batching
+    if dyn is not None:
+        lines.append("dynamic_batching {")
+        if dyn.preferred_batch_sizes:
+            sizes = ", ".join(str(s) for s in dyn.preferred_batch_sizes)
+            lines.append(f"  preferred_batch_size: [ {sizes} ]")
+        lines.append(f"  max_queue_delay_microseconds: {dyn.max_queue_delay_microseconds}")
+        lines.append("}")
+    kind = "KIND_GPU" if spec.resources.gpu.count > 0 else "KIND_CPU"
+    lines += [
+        "instance_group [",
+        "  {",
+        f"    count: {spec.serving.instances_per_device}",
+        f"    kind: {kind}",
+        "  }",
+        "]",
+    ]
+    return "\n".join(lines) + "\n"

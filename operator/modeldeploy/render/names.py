@@ -1,0 +1,77 @@
+"""Names, labels and revision hashes for the objects a ModelDeployment owns.
+
+A revision is the hash of everything that changes what a serving pod runs (model, serving config,
+resources, placement, and the Triton image the operator would use). Children carry it as a label so
+that two revisions of one ModelDeployment can run side by side during a canary rollout, and so that a
+spec change that does not touch the pods (e.g. replicas) creates no new revision.
+
+Kubernetes caps label values and Service names at 63 characters; long names are cut and suffixed with
+a short hash so they stay unique and stable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from typing import Any
+
+from modeldeploy.api import constants as c
+from modeldeploy.api.spec import Spec
+
+MAX_LABEL = 63
+
+
+def short_hash(data: Any, length: int = 10) -> str:
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def fit(name: str, limit: int = MAX_LABEL) -> str:
+    """``name`` if it fits ``limit``, else a prefix plus a hash of the whole name (still unique, still stable)."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: limit - 9].rstrip('-.')}-{digest}"
+
+
+def revision_of(spec: Spec, triton_image: str) -> str:
+    """Revision hash of the pod-relevant parts of a parsed spec (replicas, rollout, autoscaling excluded).
+
+    Hashing the parsed, defaulted spec means a default filled by the API server and the same default
+    filled by ``parse_spec`` give the same revision.
+    """
+    relevant = {k: asdict(getattr(spec, k)) for k in ("model", "serving", "resources", "placement")}
+    relevant["image"] = spec.serving.image or triton_image
+    return short_hash(relevant)
+
+
+def deployment_name(md_name: str, track: str = c.TRACK_STABLE) -> str:
+    return fit(f"{md_name}-{track}", 253 - 17)  # leave room for ReplicaSet/Pod suffixes
+
+
+def service_name(md_name: str) -> str:
+    return fit(md_name)
+
+
+def config_map_name(md_name: str, revision: str) -> str:
+    return fit(f"{md_name}-config-{revision}", 253)
+
+
+def selector_labels(md_name: str, track: str = c.TRACK_STABLE) -> dict[str, str]:
+    """Labels the Deployment selects its pods by (immutable once created)."""
+    return {
+        c.LABEL_INSTANCE: fit(md_name),
+        c.LABEL_COMPONENT: c.COMPONENT_PREDICTOR,
+        c.LABEL_TRACK: track,
+    }
+
+
+def common_labels(md_name: str, model_name: str) -> dict[str, str]:
+    return {
+        c.LABEL_NAME: "triton",
+        c.LABEL_INSTANCE: fit(md_name),
+        c.LABEL_MANAGED_BY: c.MANAGED_BY,
+        c.LABEL_DEPLOYMENT: fit(md_name),
+        c.LABEL_MODEL: fit(model_name),
+    }

@@ -1,0 +1,222 @@
+"""Desired Kubernetes objects for one ModelDeployment: Triton Deployment, Service, config ConfigMap.
+
+Each builder returns a complete object as a plain dict, ready for server-side apply with one field
+manager: fields we do not set are left to Kubernetes and other managers, fields we set are enforced
+(a manual edit is reverted on the next reconcile). Owner references make the API server's garbage
+collector delete the children with their ModelDeployment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from modeldeploy.api import constants as c
+from modeldeploy.api.spec import Spec
+from modeldeploy.render import names
+from modeldeploy.render.config_pbtxt import render_config_pbtxt
+
+DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The ModelDeployment being rendered, as far as its children need to know it."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": c.API_VERSION,
+            "kind": c.KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Operator-wide settings (Helm values) that shape rendering."""
+
+    triton_image: str = DEFAULT_TRITON_IMAGE
+    progress_deadline_seconds: int = 600
+
+
+def _metadata(owner: Owner, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels,
+        "ownerReferences": [owner.reference()],
+    }
+
+
+def render_config_map(owner: Owner, spec: Spec, revision: str) -> dict[str, Any]:
+    labels = {**names.common_labels(owner.name, spec.model.name), c.LABEL_REVISION: revision}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(owner, names.config_map_name(owner.name, revision), labels),
+        "immutable": True,
+        "data": {"config.pbtxt": render_config_pbtxt(spec)},
+    }
+
+
+def _resources(spec: Spec) -> dict[str, Any]:
+    limits: dict[str, Any] = {}
+    requests: dict[str, Any] = {}
+    gpu = spec.resources.gpu
+    if gpu.count > 0:
+        resource = f"nvidia.com/mig-{gpu.mig_profile}" if gpu.mig_profile else c.GPU_RESOURCE
+        limits[resource] = gpu.count
+    for key, value in (("cpu", spec.resources.cpu), ("memory", spec.resources.memory)):
+        if value is not None:
+            limits[key] = value
+            requests[key] = value
+    out: dict[str, Any] = {}
+    if limits:
+        out["limits"] = limits
+    if requests:
+        out["requests"] = requests
+    return out
+
+
+def _triton_args(spec: Spec) -> list[str]:
+    return [
+        "tritonserver",
+        f"--model-repository={c.MODEL_REPOSITORY}",
+        "--model-control-mode=explicit",
+        f"--load-model={spec.model.name}",
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+        f"--http-port={c.HTTP_PORT}",
+        f"--grpc-port={c.GRPC_PORT}",
+        f"--metrics-port={c.METRICS_PORT}",
+        "--metrics-config=summary_latencies=true",
+    ]
+
+
+def _probe(path: str, **timing: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "http"}, **timing}
+
+
+def _scheduling(spec: Spec) -> dict[str, Any]:
+    node_selector = dict(spec.placement.node_selector)
+    tolerations = [dict(t) for t in spec.placement.tolerations]
+    gpu = spec.resources.gpu
+    if gpu.count > 0:
+        if gpu.product:
+            node_selector[c.GPU_PRODUCT_LABEL] = gpu.product
+        gpu_toleration = {"key": c.GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
+        if gpu_toleration not in tolerations:
+            tolerations.insert(0, gpu_toleration)
+    out: dict[str, Any] = {}
+    if node_selector:
+        out["nodeSelector"] = node_selector
+    if tolerations:
+        out["tolerations"] = tolerations
+    if spec.placement.affinity:
+        out["affinity"] = dict(spec.placement.affinity)
+    return out
+
+
+def render_deployment(
+    owner: Owner, spec: Spec, revision: str, options: RenderOptions, track: str = c.TRACK_STABLE
+) -> dict[str, Any]:
+    selector = names.selector_labels(owner.name, track)
+    labels = {**names.common_labels(owner.name, spec.model.name), **selector}
+    pod_labels = {**labels, c.LABEL_REVISION: revision}
+    model_dir = f"{c.MODEL_REPOSITORY}/{spec.model.name}"
+    container = {
+        "name": "triton",
+        "image": spec.serving.image or options.triton_image,
+        "args": _triton_args(spec),
+        "ports": [
+            {"name": "http", "containerPort": c.HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": c.GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": c.METRICS_PORT, "protocol": "TCP"},
+        ],
+        "startupProbe": _probe("/v2/health/live", periodSeconds=5, failureThreshold=120),
+        "livenessProbe": _probe("/v2/health/live", periodSeconds=10, failureThreshold=3),
+        "readinessProbe": _probe("/v2/health/ready", periodSeconds=5, failureThreshold=3),
+        "resources": _resources(spec),
+        "volumeMounts": [
+            {"name": "model-repository", "mountPath": c.MODEL_REPOSITORY},
+            {"name": "model-config", "mountPath": f"{model_dir}/config.pbtxt", "subPath": "config.pbtxt",
+             "readOnly": True},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [
+            {"name": "model-repository", "emptyDir": {}},
+            {"name": "model-config", "configMap": {"name": names.config_map_name(owner.name, revision)}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+        ],
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "terminationGracePeriodSeconds": 30,
+        **_scheduling(spec),
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, names.deployment_name(owner.name, track), {**labels,
+                                                                           c.LABEL_REVISION: revision}),
+        "spec": {
+            "replicas": spec.desired_replicas,
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "revisionHistoryLimit": 3,
+            "progressDeadlineSeconds": options.progress_deadline_seconds,
+            "template": {
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(c.METRICS_PORT),
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def render_service(owner: Owner, spec: Spec) -> dict[str, Any]:
+    labels = names.common_labels(owner.name, spec.model.name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, names.service_name(owner.name), labels),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {
+                c.LABEL_INSTANCE: names.fit(owner.name),
+                c.LABEL_COMPONENT: c.COMPONENT_PREDICTOR,
+            },
+            "ports": [
+                {"name": "http", "port": c.HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "grpc", "port": c.GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
+                 "appProtocol": "grpc"},
+                {"name": "metrics", "port": c.METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def render_children(owner: Owner, spec: Spec, revision: str, options: RenderOptions) -> list[dict[str, Any]]:
+    """All desired children, in apply order (the ConfigMap before the Deployment that mounts it)."""
+    return [
+        render_config_map(owner, spec, revision),
+        render_service(owner, spec),
+        render_deployment(owner, spec, revision, options),
+    ]

@@ -1,0 +1,36 @@
+from modeldeploy.api.spec import parse_spec
+from modeldeploy.render.config_pbtxt import render_config_pbtxt
+
+
+def test_gpu_model_with_dynamic_batching():
+    spec = parse_spec("digits", {
+        "model": {"uri": "s3://b/m.onnx", "format": "onnx", "version": 3},
+        "serving": {"maxBatchSize": 16, "instancesPerDevice": 2,
+                    "dynamicBatching": {"preferredBatchSizes": [4, 8], "maxQueueDelayMicroseconds": 500}},
+    })
+    assert render_config_pbtxt(spec) == (
+        'name: "digits"\n'
+        'backend: "onnxruntime"\n'
+        "max_batch_size: 16\n"
+        "version_policy: { specific: { versions: [ 3 ] } }\n"
+        "dynamic_batching {\n"
+        "  preferred_batch_size: [ 4, 8 ]\n"
+        "  max_queue_delay_microseconds: 500\n"
+        "}\n"
+        "instance_group [\n  {\n    count: 2\n    kind: KIND_GPU\n  }\n]\n"
+    )
+
+
+def test_cpu_model_without_batching():
+    spec = parse_spec("echo", {"model": {"uri": "file:///m.py", "format": "python"},
+                               "resources": {"gpu": {"count": 0}}})
+    text = render_config_pbtxt(spec)
+    assert 'backend: "python"' in text
+    assert "max_batch_size: 0" in text
+    assert "dynamic_batching" not in text
+    assert "kind: KIND_CPU" in text
+
+
+def test_model_name_is_quoted_safely():
+    spec = parse_spec("m", {"model": {"uri": "s3://b/m", "format": "onnx", "name": 'a"b'}})
+    assert 'name: "a\\"b"' in render_config_pbtxt(spec)

@@ -1,0 +1,77 @@
+"""parse_spec: defaults, and the cross-field rules the CRD schema cannot express."""
+
+import pytest
+
+from modeldeploy.api.spec import SpecError, parse_spec, unimplemented_fields
+
+BASE = {"model": {"uri": "s3://bucket/m.onnx", "format": "onnx"}}
+
+
+def spec_with(**overrides):
+    spec = {**BASE, **overrides}
+    return spec
+
+
+def test_defaults():
+    spec = parse_spec("digits", BASE)
+    assert spec.model.name == "digits"
+    assert spec.model.version == 1
+    assert spec.backend == "onnxruntime"
+    assert spec.serving.max_batch_size == 0
+    assert spec.resources.gpu.count == 1
+    assert spec.desired_replicas == 1
+    assert spec.rollout_strategy == "Rolling"
+    assert unimplemented_fields(spec) == []
+
+
+@pytest.mark.parametrize("fmt,backend", [
+    ("onnx", "onnxruntime"), ("tensorrt", "tensorrt"), ("torchscript", "pytorch"),
+    ("python", "python"), ("savedmodel", "tensorflow"),
+])
+def test_backend_follows_format(fmt, backend):
+    assert parse_spec("m", {"model": {"uri": "gs://b/m", "format": fmt}}).backend == backend
+
+
+def test_backend_override_wins():
+    spec = parse_spec("m", spec_with(serving={"backend": "python"}))
+    assert spec.backend == "python"
+
+
+@pytest.mark.parametrize("spec,field", [
+    ({"model": {"uri": "ftp://x/m", "format": "onnx"}}, "spec.model.uri"),
+    ({"model": {"uri": "no-scheme", "format": "onnx"}}, "spec.model.uri"),
+    ({"model": {"format": "onnx"}}, "spec.model.uri"),
+    ({"model": {"uri": "s3://b/m", "format": "pickle"}}, "spec.model.format"),
+    (spec_with(resources={"gpu": {"count": -1}}), "spec.resources.gpu.count"),
+    (spec_with(resources={"gpu": {"count": 0, "product": "NVIDIA-H100-80GB-HBM3"}}), "spec.resources.gpu.count"),
+    (spec_with(replicas=2, autoscaling={"maxReplicas": 3}), "spec.replicas"),
+    (spec_with(replicas=-1), "spec.replicas"),
+    (spec_with(autoscaling={"minReplicas": 5, "maxReplicas": 3}), "spec.autoscaling.minReplicas"),
+    (spec_with(serving={"dynamicBatching": {}}), "spec.serving.dynamicBatching"),
+    (spec_with(serving={"maxBatchSize": 8, "dynamicBatching": {"preferredBatchSizes": [4, 16]}}),
+     "spec.serving.dynamicBatching.preferredBatchSizes"),
+    (spec_with(model={"uri": "s3://b/m", "format": "onnx", "version": 0}), "spec.model.version"),
+])
+def test_invalid_specs_name_the_field(spec, field):
+    with pytest.raises(SpecError) as err:
+        parse_spec("m", spec)
+    assert err.value.field == field
+    assert str(err.value).startswith(field)
+
+
+def test_autoscaling_runs_min_replicas_until_implemented():
+    spec = parse_spec("m", spec_with(autoscaling={"minReplicas": 2, "maxReplicas": 5}))
+    assert spec.desired_replicas == 2
+    assert unimplemented_fields(spec) == ["spec.autoscaling"]
+
+
+def test_unimplemented_fields_are_listed():
+    spec = parse_spec("m", spec_with(
+        compression={"quantization": {"mode": "fp16"}},
+        rollout={"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}]}},
+    ))
+    assert unimplemented_fields(spec) == ["spec.compression", "spec.rollout.canary"]
+
+
+def test_zero_replicas_allowed():
+    assert parse_spec("m", spec_with(replicas=0)).desired_replicas == 0

@@ -33,7 +33,7 @@ def conds(status):
      ("False", "RollingOut")),
     (obs(dep(replicas=3, updated=1, ready=2, available=2)), "Progressing", ("False", "RollingOut"),
      ("True", "RollingOut"), ("False", "RollingOut")),
-    (obs(dep(replicas=2, updated=2, ready=1, available=1)), "Degraded", ("False", "Scaling"),
+    (obs(dep(replicas=2, updated=2, ready=1, available=1)), "Progressing", ("False", "Scaling"),
      ("True", "Scaling"), ("False", "Scaling")),
     (obs(dep(replicas=2, updated=2, ready=0, available=0)), "Progressing", ("False", "Scaling"),
      ("True", "Scaling"), ("False", "Scaling")),
@@ -58,6 +58,15 @@ def test_phase_and_conditions(observation, phase, ready, reconciling, stalled):
     assert c["Stalled"] == stalled
     assert status["observedGeneration"] == 3
     assert all(x["observedGeneration"] == 3 for x in status["conditions"])
+
+
+@pytest.mark.parametrize("previous_phase,phase", [
+    (None, "Progressing"), ("Pending", "Progressing"), ("Progressing", "Progressing"),
+    ("Ready", "Degraded"), ("Degraded", "Degraded"),
+])
+def test_degraded_only_after_having_been_ready(previous_phase, phase):
+    status = compute_status(obs(dep(replicas=2, updated=2, ready=1, available=1)), {"phase": previous_phase}, T0)
+    assert status["phase"] == phase
 
 
 def test_messages_carry_counts_and_causes():

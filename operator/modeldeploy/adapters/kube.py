@@ -19,6 +19,9 @@ from kubernetes.client.exceptions import ApiException
 
 from modeldeploy.api import constants as c
 
+from modeldeploy import __version__
+
+USER_AGENT = f"modeldeploy-operator/{__version__}"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 
@@ -47,6 +50,7 @@ class Kube:
 
     def __init__(self, api_client: client.ApiClient | None = None, field_manager: str = c.FIELD_MANAGER):
         self.api = api_client or client.ApiClient()
+        self.api.user_agent = USER_AGENT  # tells our requests apart in audit logs
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)

@@ -62,11 +62,18 @@ def configure(settings: kopf.OperatorSettings, logger, **_: Any) -> None:
     logger.info("modeldeploy operator configured: triton image %s", _options.triton_image)
 
 
-def _reconcile(body: Any, logger) -> None:
-    meta = body["metadata"]
-    key = (meta["namespace"], meta["name"])
+def _reconcile(namespace: str, name: str, logger) -> None:
+    """Reconcile the ModelDeployment as stored now.
+
+    The object is read inside the lock: a body handed over by Kopf, or read before waiting, can miss
+    the status another reconcile just wrote, and would then report a stale phase transition.
+    """
     assert _kube is not None, "operator not configured (startup handler did not run)"
+    key = (namespace, name)
     with _locks[key]:
+        body = _kube.get_model_deployment(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return  # gone or being deleted: the garbage collector removes the children
         result = reconcile(_kube, body, _options, _now)
     if result.event:
         kind, reason, message = result.event
@@ -79,8 +86,8 @@ def _reconcile(body: Any, logger) -> None:
 @kopf.on.resume(c.GROUP, c.VERSION, c.PLURAL)
 @kopf.on.create(c.GROUP, c.VERSION, c.PLURAL)
 @kopf.on.update(c.GROUP, c.VERSION, c.PLURAL, field="spec")
-def reconcile_model_deployment(body: kopf.Body, logger, **_: Any) -> None:
-    _reconcile(body, logger)
+def reconcile_model_deployment(namespace: str, name: str, logger, **_: Any) -> None:
+    _reconcile(namespace, name, logger)
 
 
 def controller_owner(body: Any) -> str | None:
@@ -95,11 +102,8 @@ def on_deployment_event(body: kopf.Body, namespace: str, logger, **_: Any) -> No
     owner = controller_owner(body)
     if owner is None or _kube is None:
         return
-    md = _kube.get_model_deployment(namespace, owner)
-    if md is None or md["metadata"].get("deletionTimestamp"):
-        return  # being deleted: the garbage collector removes the children
     try:
-        _reconcile(md, logger)
+        _reconcile(namespace, owner, logger)
     except kopf.TemporaryError as err:
         # Event handlers are not retried by Kopf; the ModelDeployment's own handler retries.
         logger.warning("reconcile of %s/%s after a Deployment event failed: %s", namespace, owner, err)

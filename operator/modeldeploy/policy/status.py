@@ -44,7 +44,8 @@ class Observation:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _deployment_progress(obs: Observation) -> tuple[str, Condition, Condition, Condition, dict[str, int]]:
+def _deployment_progress(obs: Observation, previous_phase: str | None
+                         ) -> tuple[str, Condition, Condition, Condition, dict[str, int]]:
     """Phase and (Ready, Reconciling, Stalled) conditions from the Deployment's status."""
     dep = obs.deployment
     want = obs.desired_replicas
@@ -92,7 +93,9 @@ def _deployment_progress(obs: Observation) -> tuple[str, Condition, Condition, C
     if obs.unschedulable:
         reason = c.REASON_UNSCHEDULABLE
         progress += f"; pods unschedulable: {obs.unschedulable}"
-    phase = c.PHASE_PROGRESSING if rolling or obs.unschedulable or available == 0 else c.PHASE_DEGRADED
+    # Degraded means "was serving fully, lost replicas"; short of Ready on the way up is Progressing.
+    was_serving = previous_phase in (c.PHASE_READY, c.PHASE_DEGRADED)
+    phase = c.PHASE_DEGRADED if was_serving and not rolling and available > 0 else c.PHASE_PROGRESSING
     return (phase, Condition(c.COND_READY, False, reason, progress),
             Condition(c.COND_RECONCILING, True, reason, progress),
             Condition(c.COND_STALLED, False, reason, "progressing"), counts)
@@ -114,7 +117,7 @@ def compute_status(obs: Observation, previous: Mapping[str, Any] | None, now: da
             dstat = obs.deployment.get("status") or {}
             counts = {k: dstat.get(k, 0) for k in counts}
     else:
-        phase, ready, reconciling, stalled, counts = _deployment_progress(obs)
+        phase, ready, reconciling, stalled, counts = _deployment_progress(obs, previous.get("phase"))
 
     if obs.unimplemented:
         fields = ", ".join(obs.unimplemented)

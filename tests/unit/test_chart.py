@@ -1,0 +1,257 @@
+"""The Helm chart renders what the operator needs, and not one permission more.
+
+The RBAC tests compare the rendered rules with an explicit set of (apiGroup, resource, verb): adding a
+verb or a resource to the chart fails here, so every widening is a deliberate edit of this file too.
+The expected set is derived from operator/modeldeploy/adapters/kube.py and handlers/modeldeployment.py.
+
+helm comes from modeldeploy.sandbox.tools (unpacked from a PyPI wheel on first use).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "modeldeploy"
+KIND_CONFIG = ROOT / "kind-config.yaml"
+RELEASE, NAMESPACE = "md", "modeldeploy-system"
+
+try:
+    from modeldeploy.sandbox.tools import ensure_helm
+except ImportError as exc:  # pragma: no cover - only when the sandbox tools module is missing
+    ensure_helm = None
+    _IMPORT_ERROR = exc
+
+# What the operator does in a namespace it watches (see the comments in templates/_helpers.tpl).
+NAMESPACED_RULES = {
+    ("modeldeploy.io", "modeldeployments", "get"),
+    ("modeldeploy.io", "modeldeployments", "list"),
+    ("modeldeploy.io", "modeldeployments", "watch"),
+    ("modeldeploy.io", "modeldeployments", "patch"),
+    ("modeldeploy.io", "modeldeployments/status", "patch"),
+    ("", "configmaps", "create"),
+    ("", "configmaps", "patch"),
+    ("", "configmaps", "list"),
+    ("", "configmaps", "delete"),
+    ("", "services", "create"),
+    ("", "services", "patch"),
+    ("apps", "deployments", "create"),
+    ("apps", "deployments", "patch"),
+    ("apps", "deployments", "list"),
+    ("apps", "deployments", "watch"),
+    ("", "pods", "list"),
+    ("", "events", "create"),
+    ("", "events", "patch"),
+}
+# Cluster-scoped, needed in every mode: Kopf's run-time CRD observation.
+CLUSTER_RULES = {
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+}
+# Cluster-scoped, only when watching some namespaces: Kopf lists/watches Namespaces to find the
+# watched ones (without it, each start stalls ~1 min retrying, then assumes they exist).
+NAMESPACE_RULES = {
+    ("", "namespaces", "list"),
+    ("", "namespaces", "watch"),
+}
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    if ensure_helm is None:
+        pytest.skip(f"modeldeploy.sandbox.tools not importable ({_IMPORT_ERROR}); cannot get helm")
+    return ensure_helm()
+
+
+def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=120)
+
+
+def render(helm: Path, *set_args: str) -> list[dict]:
+    proc = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *set_args)
+    assert proc.returncode == 0, proc.stderr
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def of_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def rule_set(role: dict) -> set[tuple[str, str, str]]:
+    out = set()
+    for rule in role["rules"]:
+        assert set(rule) <= {"apiGroups", "resources", "verbs"}, rule  # no resourceNames/nonResourceURLs
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    assert "*" not in (group, resource, verb), rule
+                    out.add((group, resource, verb))
+    return out
+
+
+def the_deployment(docs: list[dict]) -> dict:
+    deployments = of_kind(docs, "Deployment")
+    assert len(deployments) == 1
+    return deployments[0]
+
+
+def test_lint_is_clean(helm):
+    for extra in ([], ["--set", "watchNamespaces={a,b}"]):
+        proc = run_helm(helm, "lint", "--strict", str(CHART), *extra)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout, proc.stdout
+
+
+def test_default_render_one_recreate_operator_with_its_service_account(helm):
+    docs = render(helm)
+    dep = the_deployment(docs)
+    assert dep["metadata"]["namespace"] == NAMESPACE
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    pod = dep["spec"]["template"]["spec"]
+    (sa,) = of_kind(docs, "ServiceAccount")
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+    assert sa["metadata"]["namespace"] == NAMESPACE
+    (container,) = pod["containers"]
+    assert container["image"] == "ghcr.io/modeldeploy/modeldeploy:0.1.0"  # tag defaults to appVersion
+    assert container["args"] == ["operator", "--liveness", "http://0.0.0.0:8080/healthz"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env == {"MODELDEPLOY_TRITON_IMAGE": "nvcr.io/nvidia/tritonserver:25.10-py3",
+                   "MODELDEPLOY_PROGRESS_DEADLINE_SECONDS": "600", "MODELDEPLOY_WORKERS": "8"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert {"name": "healthz", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+
+
+def test_pod_meets_restricted_pod_security(helm):
+    pod = the_deployment(render(helm))["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = pod["containers"][0]["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_operator_deployment_is_not_watched_by_the_operator(helm):
+    # Kopf watches Deployments labelled managed-by=modeldeploy; the operator's own must not be one.
+    dep = the_deployment(render(helm))
+    assert dep["metadata"]["labels"]["app.kubernetes.io/managed-by"] != "modeldeploy"
+
+
+def test_clusterwide_rbac_is_exactly_what_the_code_uses(helm):
+    docs = render(helm)
+    assert of_kind(docs, "Role") == [] and of_kind(docs, "RoleBinding") == []
+    (role,) = of_kind(docs, "ClusterRole")
+    assert rule_set(role) == NAMESPACED_RULES | CLUSTER_RULES
+    (binding,) = of_kind(docs, "ClusterRoleBinding")
+    (sa,) = of_kind(docs, "ServiceAccount")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                    "namespace": NAMESPACE}]
+
+
+def test_namespaced_mode_renders_a_role_per_namespace_and_a_read_only_cluster_role(helm):
+    docs = render(helm, "--set", "watchNamespaces={team-a,team-b}")
+    (sa,) = of_kind(docs, "ServiceAccount")
+    roles = of_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        assert rule_set(role) == NAMESPACED_RULES
+    bindings = of_kind(docs, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        assert binding["roleRef"]["kind"] == "Role"
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                        "namespace": NAMESPACE}]
+    (cluster_role,) = of_kind(docs, "ClusterRole")
+    assert rule_set(cluster_role) == CLUSTER_RULES | NAMESPACE_RULES
+    (cluster_binding,) = of_kind(docs, "ClusterRoleBinding")
+    assert cluster_binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
+    args = the_deployment(docs)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[3:] == ["--namespace", "team-a", "--namespace", "team-b"]
+
+
+def test_values_reach_the_pod(helm):
+    docs = render(helm, "--set", "logLevel=debug", "--set", "image.tag=dev", "--set", "workers=3",
+                  "--set", "extraEnv[0].name=HTTPS_PROXY", "--set", "extraEnv[0].value=http://proxy:3128",
+                  "--set", "imagePullSecrets[0].name=regcred", "--set", "podAnnotations.team=ml",
+                  "--set", "nodeSelector.pool=system", "--set", "serviceAccount.name=op")
+    pod_template = the_deployment(docs)["spec"]["template"]
+    pod = pod_template["spec"]
+    container = pod["containers"][0]
+    assert container["args"][-1] == "--verbose"
+    assert container["image"].endswith(":dev")
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MODELDEPLOY_WORKERS"] == "3" and env["HTTPS_PROXY"] == "http://proxy:3128"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod_template["metadata"]["annotations"] == {"team": "ml"}
+    assert pod["nodeSelector"] == {"pool": "system"}
+    assert pod["serviceAccountName"] == "op"
+    assert of_kind(docs, "ServiceAccount")[0]["metadata"]["name"] == "op"
+
+
+def test_rbac_and_service_account_can_be_left_out(helm):
+    docs = render(helm, "--set", "rbac.create=false", "--set", "serviceAccount.create=false",
+                  "--set", "serviceAccount.name=existing")
+    assert {d["kind"] for d in docs} == {"Deployment"}
+    assert the_deployment(docs)["spec"]["template"]["spec"]["serviceAccountName"] == "existing"
+
+
+@pytest.mark.parametrize("bad, why", [
+    (["--set-string", "replicaCount=1"], "'/replicaCount': got string, want integer"),
+    # Two Kopf operators would reconcile the same objects at once.
+    (["--set", "replicaCount=2"], "'/replicaCount': maximum"),
+    (["--set", "unknownKey=1"], "additional properties 'unknownKey' not allowed"),
+    (["--set", "image.unknown=1"], "additional properties 'unknown' not allowed"),
+    (["--set", "logLevel=trace"], "'/logLevel'"),
+    (["--set", "watchNamespaces={Team_A}"], "'/watchNamespaces/0'"),
+    (["--set", "serviceAccount.create=false"], "serviceAccount.name is required"),
+])
+def test_invalid_values_fail_to_render(helm, bad, why):
+    proc = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *bad)
+    assert proc.returncode != 0, f"{bad} rendered:\n{proc.stdout[:500]}"
+    assert why in proc.stderr, proc.stderr
+
+
+def test_cluster_older_than_kube_version_is_refused(helm):
+    proc = run_helm(helm, "template", RELEASE, str(CHART), "--kube-version", "1.29.0")
+    assert proc.returncode != 0 and "incompatible with Kubernetes v1.29.0" in proc.stderr, proc.stderr
+
+
+def test_valid_values_still_render(helm):
+    # Guards the test above: the same keys with valid values do render.
+    for good in (["--set", "replicaCount=0"], ["--set", "image.tag=x"], ["--set", "logLevel=debug"],
+                 ["--set", "watchNamespaces={team-a}"],
+                 ["--set", "serviceAccount.create=false", "--set", "serviceAccount.name=x"]):
+        render(helm, *good)
+
+
+def test_chart_metadata():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert (chart["apiVersion"], chart["name"], chart["version"], str(chart["appVersion"])) == \
+        ("v2", "modeldeploy", "0.1.0", "0.1.0")
+    assert chart["kubeVersion"] == ">=1.30.0-0"
+
+
+def test_kind_config_has_a_control_plane_and_a_gpu_labelled_worker():
+    config = yaml.safe_load(KIND_CONFIG.read_text())
+    assert config["kind"] == "Cluster" and config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    nodes = config["nodes"]
+    assert [n["role"] for n in nodes] == ["control-plane", "worker"]
+    for node in nodes:
+        repo, _, rest = node["image"].partition(":")
+        tag, _, digest = rest.partition("@sha256:")
+        assert repo == "kindest/node" and tag.startswith("v1.35.")
+        assert len(digest) == 64 and int(digest, 16) >= 0
+    worker = nodes[1]
+    assert worker["labels"]["nvidia.com/gpu.present"] == "true"
+    assert worker["labels"]["nvidia.com/gpu.product"]
+    assert all(isinstance(v, str) for v in worker["labels"].values())  # kind wants string labels
+    assert {"hostPath": "/dev/null", "containerPath": "/var/run/nvidia-container-devices/all"} \
+        in worker["extraMounts"]
+    assert "labels" not in nodes[0]

@@ -92,13 +92,15 @@ class OperatorProcess:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.extra_env = extra_env or {}
+        self.extra_args: list[str] = []
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": self.kubeconfig, "PYTHONPATH": str(ROOT / "operator"),
                "MODELDEPLOY_PROGRESS_DEADLINE_SECONDS": "30", **self.extra_env}
         log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([sys.executable, "-m", "modeldeploy", "operator", "--verbose"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "modeldeploy", "operator", "--verbose",
+                                      *self.extra_args],
                                      env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -113,6 +115,14 @@ class OperatorProcess:
     def restart(self) -> None:
         self.stop(signal.SIGKILL)
         self.start()
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def log_since(self, offset: int) -> str:
+        with open(self.log_path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode(errors="replace")
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text().splitlines()[-lines:])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 
 import pytest
 from kubernetes import client
@@ -151,12 +152,12 @@ def test_operator_restart_changes_nothing(api, operator, namespace):
     apps = client.AppsV1Api(api)
     dep_before = apps.read_namespaced_deployment("digits-stable", namespace)
 
+    offset = operator.log_size()
     operator.restart()
-    # The resume handler has run once the operator logged it; give it time to (not) write anything.
-    wait_for(lambda: "Resuming" in operator.log_tail(400) or "resume" in operator.log_tail(400).lower(), 30,
-             what="operator restarted and resumed")
-    import time
-    time.sleep(5)
+    # Wait until the new process resumed this object, then give it time to (not) write anything.
+    wait_for(lambda: (f"'namespace': '{namespace}'" in (new := operator.log_since(offset))
+                      and "Resuming is processed" in new), 30, what="operator restarted and resumed the object")
+    time.sleep(3)
 
     after = get_md(api, namespace, "digits")
     assert after["status"] == before["status"]

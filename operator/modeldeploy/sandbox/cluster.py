@@ -1,0 +1,608 @@
+"""The local sandbox cluster: real control plane, kwok nodes, everything on 127.0.0.1.
+
+What runs: etcd, kube-apiserver, kube-controller-manager, kube-scheduler (all v1.35, built from
+source by `binaries`) and kwok-controller, started as plain processes by `kwokctl --runtime binary`.
+kwokctl does the fiddly parts we would otherwise own: a CA plus admin certificate, the
+service-account signing key and issuer (so TokenRequest / `kubectl create token` work), the flag
+sets per component, pid files and log files. We give it only local binary paths, so it never
+downloads anything, and explicit free loopback ports, so two sandboxes (different
+MODELDEPLOY_SANDBOX_DIR) can run side by side.
+
+What this module adds on top: readiness that means "usable" (apiserver /readyz, every component's
+health endpoint, the fake GPU nodes Ready, the default ServiceAccount present), errors that name the
+failing component with the tail of its log, and a `down` that verifies no process is left behind.
+
+Layout under the state dir (default `$MODELDEPLOY_CACHE/sandbox`):
+    kwokctl.yaml                          the configuration we hand to kwokctl
+    kwok/clusters/modeldeploy/            kwokctl's cluster workdir
+        kubeconfig.yaml                   admin kubeconfig (KUBECONFIG)
+        logs/<component>.log              one log per component
+        pids/<component>.pid              one pid file per component
+        pki/, etcd/                       certificates and etcd data
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator, TextIO
+
+import yaml
+
+from . import binaries, nodes, tools
+from .kubeapi import KubeHttp, KubeHttpError
+
+CLUSTER_NAME = "modeldeploy"
+CONTEXT_NAME = f"kwok-{CLUSTER_NAME}"
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller")
+"""Start order; kwokctl names pid and log files after these."""
+ADVERTISE_ADDRESS = "192.0.2.1"
+"""RFC 5737 documentation address (TEST-NET-1): never routed, never a real host's."""
+SERVICE_CIDR = "10.96.0.0/16"
+
+
+class SandboxError(RuntimeError):
+    """Bringing the sandbox up or down failed; `component` names the culprit when known."""
+
+    def __init__(self, message: str, component: str | None = None, log_path: Path | None = None):
+        super().__init__(message)
+        self.component = component
+        self.log_path = log_path
+
+
+@dataclass(frozen=True)
+class Ports:
+    etcd: int
+    etcd_peer: int
+    apiserver: int
+    controller_manager: int
+    scheduler: int
+    kwok: int
+
+
+def sandbox_dir() -> Path:
+    """`$MODELDEPLOY_SANDBOX_DIR`, default `$MODELDEPLOY_CACHE/sandbox`."""
+    value = os.environ.get("MODELDEPLOY_SANDBOX_DIR")
+    return Path(value).expanduser() if value else binaries.cache_dir() / "sandbox"
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports the kernel reports free on `host` right now."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def kwokctl_config(bin_dir: Path, kubectl: Path, ports: Ports, kube_version: str,
+                   cache_dir: Path) -> dict[str, Any]:
+    """The KwokctlConfiguration we pass with `--config`: local binaries only, loopback, our ports.
+
+    Every binary path is local, which is what keeps kwokctl from downloading (it only fetches when
+    a binary option is a URL). QPS limits are lifted because this is a single-user test cluster.
+    """
+    return {
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "kind": "KwokctlConfiguration",
+        "options": {
+            "runtime": "binary",
+            "kubeVersion": kube_version,
+            "bindAddress": "127.0.0.1",
+            "securePort": True,
+            "kubeAuthorization": True,
+            "kubeAdmission": True,
+            "disableQPSLimits": True,
+            "quietPull": True,
+            "cacheDir": str(cache_dir),
+            "etcdBinary": str(bin_dir / "etcd"),
+            "kubeApiserverBinary": str(bin_dir / "kube-apiserver"),
+            "kubeControllerManagerBinary": str(bin_dir / "kube-controller-manager"),
+            "kubeSchedulerBinary": str(bin_dir / "kube-scheduler"),
+            "kwokControllerBinary": str(bin_dir / "kwok"),
+            "kubectlBinary": str(kubectl),
+            "etcdPort": ports.etcd,
+            "etcdPeerPort": ports.etcd_peer,
+            "kubeApiserverPort": ports.apiserver,
+            "kubeControllerManagerPort": ports.controller_manager,
+            "kubeSchedulerPort": ports.scheduler,
+            "kwokControllerPort": ports.kwok,
+        },
+        "componentsPatches": [
+            {
+                "name": "kube-apiserver",
+                "extraArgs": [
+                    # kube-apiserver derives its advertise address from the default route and
+                    # refuses to start without one (e.g. fully offline); loopback is not allowed
+                    # in the `kubernetes` Endpoints. Nothing connects to this address: pods are
+                    # simulated and clients use the loopback URL in the kubeconfig.
+                    {"key": "advertise-address", "value": ADVERTISE_ADDRESS},
+                    # kubeadm's default range; the implicit 10.0.0.0/24 is deprecated and overlaps
+                    # the pod IPs kwok hands out.
+                    {"key": "service-cluster-ip-range", "value": SERVICE_CIDR},
+                ],
+            },
+        ],
+    }
+
+
+def kwokctl_create_args(kwokctl: Path, config_path: Path) -> list[str]:
+    """`kwokctl create cluster` without touching ~/.kube/config (`--kubeconfig ""`)."""
+    return [str(kwokctl), "--name", CLUSTER_NAME, "--config", str(config_path),
+            "create", "cluster", "--runtime", "binary", "--kubeconfig", "", "--timeout", "5m"]
+
+
+def kwokctl_delete_args(kwokctl: Path, cluster_kubeconfig: Path) -> list[str]:
+    """`kwokctl delete cluster`. It insists on a kubeconfig to remove its context from (an empty
+    value is an error there), so we name the cluster's own, which the delete removes anyway."""
+    return [str(kwokctl), "--name", CLUSTER_NAME, "delete", "cluster",
+            "--kubeconfig", str(cluster_kubeconfig)]
+
+
+def format_kwokctl_line(line: str) -> str:
+    """kwokctl logs JSON when not on a terminal; keep the message and the useful fields.
+
+    >>> format_kwokctl_line('{"level":"INFO","msg":"Cluster is started","elapsed":{"human":"1.5s"}}')
+    'Cluster is started (1.5s)'
+    >>> format_kwokctl_line('plain text')
+    'plain text'
+    """
+    line = line.rstrip()
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(rec, dict) or "msg" not in rec:
+        return line
+    text = str(rec["msg"])
+    level = rec.get("level", "INFO")
+    if level not in ("INFO", "DEBUG"):
+        text = f"{level}: {text}"
+    elapsed = rec.get("elapsed")
+    if isinstance(elapsed, dict) and elapsed.get("human"):
+        text += f" ({elapsed['human']})"
+    for key in ("err", "component"):
+        if rec.get(key):
+            text += f" {key}={rec[key]}"
+    return text
+
+
+def kwokctl_env(state_dir: Path, tools_dir: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for kwokctl: its workdir under our state dir, our kubectl first on PATH."""
+    env = dict(os.environ if base is None else base)
+    env["KWOK_WORKDIR"] = str(state_dir / "kwok")
+    env["PATH"] = f"{tools_dir}{os.pathsep}{env.get('PATH', '')}"
+    # Stop any user-level kwok settings from leaking in; everything comes from our --config.
+    for key in [k for k in env if k.startswith("KWOK_") and k != "KWOK_WORKDIR"]:
+        del env[key]
+    return env
+
+
+def export_line(kubeconfig: Path) -> str:
+    return f"export KUBECONFIG={kubeconfig}"
+
+
+_ERROR_LINE = re.compile(
+    r'^\s*(error|fatal|panic|invalid)\b|unknown flag|^[EF]\d{4} |"level":"(error|fatal|panic)"|\blevel=(error|fatal)',
+    re.IGNORECASE,
+)
+
+
+def log_excerpt(lines: list[str], tail: int = 15, errors: int = 5) -> str:
+    """The last `tail` lines, preceded by the last few error-looking lines found before them.
+
+    Components often print a long usage text after the one line that matters (`Error: unknown
+    flag`), or keep logging after the first fatal error; this keeps both in view.
+    """
+    last = lines[-tail:]
+    earlier = [l for l in lines[-400:-tail] if _ERROR_LINE.search(l)][-errors:]
+    tail_errors = [l for l in last if _ERROR_LINE.search(l)]
+    parts = []
+    if tail_errors or earlier:
+        parts.append("error lines:\n" + "".join((earlier + tail_errors)[-errors:]))
+    parts.append("last lines:\n" + "".join(last))
+    return "".join(parts)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        with open(path, errors="replace") as fh:
+            return log_excerpt(list(deque(fh, maxlen=400)), tail=lines)
+    except OSError as exc:
+        return f"(no log: {exc})"
+
+
+def _pid_alive(pid: int) -> bool:
+    """Alive and not a zombie (orphans are reaped late on some hosts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class Sandbox:
+    """The sandbox cluster under one state dir. `up`, `down`, `status`, `is_up`."""
+
+    def __init__(self, state_dir: Path | None = None, out: TextIO | None = None):
+        self.state_dir = Path(state_dir) if state_dir else sandbox_dir()
+        self.out = out or sys.stderr
+
+    # --- paths -------------------------------------------------------------------------------
+    @property
+    def workdir(self) -> Path:
+        return self.state_dir / "kwok" / "clusters" / CLUSTER_NAME
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self.workdir / "kubeconfig.yaml"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.workdir / "logs"
+
+    @property
+    def config_path(self) -> Path:
+        return self.state_dir / "kwokctl.yaml"
+
+    def log_path(self, component: str) -> Path:
+        return self.logs_dir / f"{component}.log"
+
+    def _pid(self, component: str) -> int | None:
+        try:
+            return int((self.workdir / "pids" / f"{component}.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _ports(self) -> Ports | None:
+        try:
+            opts = yaml.safe_load(self.config_path.read_text())["options"]
+            return Ports(opts["etcdPort"], opts["etcdPeerPort"], opts["kubeApiserverPort"],
+                         opts["kubeControllerManagerPort"], opts["kubeSchedulerPort"],
+                         opts["kwokControllerPort"])
+        except (OSError, KeyError, TypeError, yaml.YAMLError):
+            return None
+
+    def _say(self, msg: str) -> None:
+        print(msg, file=self.out, flush=True)
+
+    # --- queries -----------------------------------------------------------------------------
+    def running_components(self) -> dict[str, int | None]:
+        """Component -> pid if its process is alive, else None."""
+        result = {}
+        for comp in COMPONENTS:
+            pid = self._pid(comp)
+            result[comp] = pid if pid is not None and _pid_alive(pid) else None
+        return result
+
+    def _api(self, timeout: float = 5.0) -> KubeHttp:
+        return KubeHttp(self.kubeconfig_path, timeout=timeout)
+
+    def is_up(self) -> bool:
+        """All component processes alive and the apiserver answers /readyz with ok."""
+        if not self.kubeconfig_path.is_file():
+            return False
+        if any(pid is None for pid in self.running_components().values()):
+            return False
+        try:
+            return self._api(timeout=3).request("GET", "/readyz")[1] == "ok"
+        except (KubeHttpError, OSError, ValueError, KeyError, StopIteration):
+            return False
+
+    def status(self) -> dict[str, Any]:
+        """A whole picture: up?, where things live, each component's pid, nodes and their readiness."""
+        running = self.running_components()
+        info: dict[str, Any] = {
+            "up": False,
+            "state_dir": str(self.state_dir),
+            "kubeconfig": str(self.kubeconfig_path),
+            "logs_dir": str(self.logs_dir),
+            "exists": self.workdir.is_dir(),
+            "components": {
+                comp: {"pid": pid, "running": pid is not None, "log": str(self.log_path(comp))}
+                for comp, pid in running.items()
+            },
+        }
+        ports = self._ports()
+        if ports:
+            info["ports"] = asdict(ports)
+        if not self.kubeconfig_path.is_file() or running["kube-apiserver"] is None:
+            return info
+        try:
+            api = self._api(timeout=3)
+            info["server"] = api.server
+            info["readyz"] = api.request("GET", "/readyz", ok=(500,))[1]
+            info["version"] = api.get("/version").get("gitVersion")
+            node_list = api.get("/api/v1/nodes").get("items", [])
+            info["nodes"] = {
+                n["metadata"]["name"]: {
+                    "ready": nodes.node_is_ready(n),
+                    "gpus": n.get("status", {}).get("allocatable", {}).get(nodes.GPU_RESOURCE, "0"),
+                    "product": n["metadata"].get("labels", {}).get("nvidia.com/gpu.product"),
+                }
+                for n in node_list
+            }
+        except (KubeHttpError, OSError, ValueError, KeyError, StopIteration, AttributeError) as exc:
+            info["error"] = str(exc)
+        info["up"] = (all(pid is not None for pid in running.values())
+                      and info.get("readyz") == "ok")
+        return info
+
+    # --- up ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise up/down on one state dir (two `up`s at once would both create a cluster)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def up(self, timeout: float = 240.0) -> None:
+        """Start the sandbox and wait until it is usable; a no-op (that says so) when already up.
+
+        Progress goes to `self.out` (stderr); the final `export KUBECONFIG=...` line goes to
+        stdout, so `eval "$(modeldeploy sandbox up)"` works.
+        """
+        with self._locked():
+            self._up(timeout)
+
+    def _up(self, timeout: float) -> None:
+        if self.is_up():
+            self._say(f"sandbox already up (state {self.state_dir})")
+            print(export_line(self.kubeconfig_path), flush=True)
+            return
+        started = time.monotonic()
+        bin_dir = binaries.ensure_control_plane(self.out)
+        kubectl = tools.ensure_kubectl()
+        if self.workdir.exists():
+            self._say(f"found a stopped or broken sandbox in {self.workdir}; removing it first")
+            self._down(quiet=True)
+
+        ports = Ports(*free_ports(6))
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        config = kwokctl_config(bin_dir, kubectl, ports, binaries.k8s_version(),
+                                self.state_dir / "kwok-cache")
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self._say(f"starting sandbox control plane {binaries.k8s_version()} "
+                  f"(apiserver https://127.0.0.1:{ports.apiserver}, logs in {self.logs_dir})")
+
+        deadline = started + timeout
+        try:
+            self._kwokctl_create(bin_dir, deadline)
+            self._wait_ready(ports, deadline)
+            api = self._api()
+            nodes.apply_nodes(api, nodes.default_nodes())
+            self._wait_nodes(api, [n["metadata"]["name"] for n in nodes.default_nodes()], deadline)
+            self._wait_default_service_account(api, deadline)
+        except BaseException:
+            left = self._stop_pids({c: p for c in COMPONENTS if (p := self._pid(c)) is not None})
+            self._say(f"sandbox did not come up; stopped its processes{' except ' + ', '.join(left) if left else ''}."
+                      f" Component logs are kept in {self.logs_dir} until the next `up` or `down`")
+            raise
+        self._say(f"sandbox up in {time.monotonic() - started:.1f}s: 4 nodes Ready "
+                  f"(gpu-h100-0, gpu-h100-1, gpu-a100-0, cpu-0); logs in {self.logs_dir}")
+        print(export_line(self.kubeconfig_path), flush=True)
+
+    def _kwokctl_create(self, bin_dir: Path, deadline: float) -> None:
+        """Run `kwokctl create cluster`, echoing its log; stop early if a component dies.
+
+        kwokctl itself waits up to two minutes for the apiserver to answer and does not notice a
+        component that exited, so we watch the pid files it writes while it runs.
+        """
+        cmd = kwokctl_create_args(bin_dir / "kwokctl", self.config_path)
+        env = kwokctl_env(self.state_dir, tools.tools_dir())
+        tail: deque[str] = deque(maxlen=30)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, bufsize=1, start_new_session=True)
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                tail.append(line)
+                self._say("  kwokctl: " + format_kwokctl_line(line))
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        dead = None
+        while proc.poll() is None:
+            dead = self._first_dead_started_component()
+            if dead or time.monotonic() > deadline:
+                proc.kill()
+                break
+            time.sleep(0.2)
+        rc = proc.wait()
+        reader.join(timeout=5)
+        dead = dead or self._first_dead_started_component()
+        if dead:
+            raise self._component_error(dead, "sandbox start failed")
+        if rc != 0:
+            if time.monotonic() > deadline:
+                raise SandboxError(f"kwokctl create cluster did not finish before the deadline:\n"
+                                   + "".join(tail))
+            raise SandboxError(f"kwokctl create cluster failed (exit {rc}):\n" + "".join(tail))
+
+    def _first_dead_started_component(self) -> str | None:
+        """A component whose pid file exists but whose process is gone (it crashed)."""
+        for comp in COMPONENTS:
+            pid = self._pid(comp)
+            if pid is not None and not _pid_alive(pid):
+                return comp
+        return None
+
+    def _first_dead_component(self) -> str | None:
+        for comp, pid in self.running_components().items():
+            if pid is None:
+                return comp
+        return None
+
+    def _component_error(self, component: str, what: str) -> SandboxError:
+        log = self.log_path(component)
+        return SandboxError(f"{what}: {component} is not running; from {log}:\n{_tail(log)}",
+                            component=component, log_path=log)
+
+    def _check_alive(self) -> None:
+        dead = self._first_dead_component()
+        if dead:
+            raise self._component_error(dead, "sandbox start failed")
+
+    def _wait_ready(self, ports: Ports, deadline: float) -> None:
+        """apiserver /readyz, then each component's own health endpoint."""
+        api = self._api(timeout=5)
+        last = ""
+        while True:
+            self._check_alive()
+            try:
+                code, body = api.request("GET", "/readyz?verbose", ok=(500, 503))
+                if code == 200:
+                    break
+                last = "\n".join(l for l in str(body).splitlines() if l.startswith("[-]"))
+            except KubeHttpError as exc:
+                last = str(exc)
+            if time.monotonic() > deadline:
+                log = self.log_path("kube-apiserver")
+                raise SandboxError(
+                    f"kube-apiserver not ready before the deadline; failing checks:\n{last}\n"
+                    f"last lines of {log}:\n{_tail(log)}", component="kube-apiserver", log_path=log)
+            time.sleep(0.5)
+        health = {
+            "kube-controller-manager": f"https://127.0.0.1:{ports.controller_manager}/healthz",
+            "kube-scheduler": f"https://127.0.0.1:{ports.scheduler}/healthz",
+        }
+        insecure = ssl._create_unverified_context()  # noqa: S323 - self-signed serving certs
+        for comp, url in health.items():
+            while True:
+                self._check_alive()
+                try:
+                    with urllib.request.urlopen(url, context=insecure, timeout=3) as resp:
+                        if resp.status == 200:
+                            break
+                except OSError as exc:
+                    last = str(exc)
+                if time.monotonic() > deadline:
+                    log = self.log_path(comp)
+                    raise SandboxError(f"{comp} not healthy before the deadline ({url}: {last}); "
+                                       f"last lines of {log}:\n{_tail(log)}", component=comp, log_path=log)
+                time.sleep(0.5)
+
+    def _wait_nodes(self, api: KubeHttp, names: list[str], deadline: float) -> None:
+        pending = set(names)
+        while True:
+            self._check_alive()
+            items = api.get("/api/v1/nodes").get("items", [])
+            ready = {n["metadata"]["name"] for n in items if nodes.node_is_ready(n)}
+            pending = set(names) - ready
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                log = self.log_path("kwok-controller")
+                raise SandboxError(f"nodes not Ready before the deadline: {sorted(pending)}; "
+                                   f"last lines of {log}:\n{_tail(log)}",
+                                   component="kwok-controller", log_path=log)
+            time.sleep(0.5)
+
+    def _wait_default_service_account(self, api: KubeHttp, deadline: float) -> None:
+        """Pods are refused until kube-controller-manager creates `default` in the namespace."""
+        while True:
+            self._check_alive()
+            code, _ = api.request("GET", "/api/v1/namespaces/default/serviceaccounts/default", ok=(404,))
+            if code == 200:
+                return
+            if time.monotonic() > deadline:
+                log = self.log_path("kube-controller-manager")
+                raise SandboxError("ServiceAccount default/default not created before the deadline; "
+                                   f"last lines of {log}:\n{_tail(log)}",
+                                   component="kube-controller-manager", log_path=log)
+            time.sleep(0.5)
+
+    # --- down --------------------------------------------------------------------------------
+    def down(self, quiet: bool = False) -> None:
+        """Stop every component and remove the cluster's state; verify no process is left."""
+        if not self.state_dir.exists():
+            if not quiet:
+                self._say(f"sandbox not running (nothing in {self.state_dir})")
+            return
+        with self._locked():
+            self._down(quiet)
+
+    def _down(self, quiet: bool) -> None:
+        if not self.workdir.exists() and not self.config_path.exists():
+            if not quiet:
+                self._say(f"sandbox not running (nothing in {self.state_dir})")
+            return
+        pids = {comp: pid for comp in COMPONENTS if (pid := self._pid(comp)) is not None}
+        pids.update({f"other:{pid}": pid for pid in self._processes_using_workdir()})
+        kwokctl = binaries.control_plane_dir() / "kwokctl"
+        if kwokctl.is_file() and self.workdir.exists():
+            env = kwokctl_env(self.state_dir, tools.tools_dir())
+            proc = subprocess.run(kwokctl_delete_args(kwokctl, self.kubeconfig_path),
+                                  env=env, capture_output=True, text=True)
+            if proc.returncode != 0 and not quiet:
+                self._say(f"kwokctl delete cluster exited {proc.returncode}; stopping processes directly\n"
+                          + proc.stdout[-1000:] + proc.stderr[-1000:])
+        left = self._stop_pids(pids)
+        left += [f"pid {pid}" for pid in self._processes_using_workdir()]
+        if left:
+            raise SandboxError(f"processes still running after down: {', '.join(sorted(set(left)))}")
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.config_path.unlink()
+        if not quiet:
+            self._say(f"sandbox down; no component process left (state {self.state_dir} cleared)")
+
+    def _stop_pids(self, pids: dict[str, int]) -> list[str]:
+        """SIGTERM, wait, SIGKILL whatever kwokctl did not stop. Returns what survived."""
+        for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            alive = {c: p for c, p in pids.items() if _pid_alive(p)}
+            if not alive:
+                return []
+            for pid in alive.values():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            end = time.monotonic() + wait_s
+            while time.monotonic() < end and any(_pid_alive(p) for p in alive.values()):
+                time.sleep(0.1)
+        return [f"{c} (pid {p})" for c, p in pids.items() if _pid_alive(p)]
+
+    def _processes_using_workdir(self) -> list[int]:
+        """Pids whose command line mentions this sandbox's workdir (catches lost pid files)."""
+        needle = str(self.workdir).encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if needle in cmdline and _pid_alive(int(entry.name)):
+                found.append(int(entry.name))
+        return found
+
+    def env(self) -> str:
+        return export_line(self.kubeconfig_path)

@@ -143,6 +143,7 @@ def run_demo(down: bool = False) -> int:
         _say(f"the example did not become Ready in time; operator log: {log}")
         return 1
     _say("the example is Ready. Pods run under kwok (simulated nodes and GPUs): no container runs yet.")
-    _say(f"explore:  export KUBECONFIG={box.kubeconfig_path}; kubectl describe md digits")
+    _say(f"explore:  export KUBECONFIG={box.kubeconfig_path} PATH={Path(kubectl.binary).parent}:$PATH")
+    _say("          kubectl describe md digits; kubectl explain md.spec")
     _say("stop:     make down")
     return 0

@@ -172,3 +172,11 @@ def test_build_that_leaves_folder_incomplete_is_an_error(monkeypatch, tmp_path):
     monkeypatch.setenv("MODELDEPLOY_CACHE", str(tmp_path / "cache"))
     with pytest.raises(binaries.BinariesError, match="incomplete"):
         binaries.ensure_control_plane(io.StringIO())
+
+
+def test_audit_policy_is_passed_to_kwokctl_when_given():
+    with_audit = cluster.kwokctl_config(Path("/c/bin/k8s-v1.35.4"), Path("/c/bin/tools/kubectl"), PORTS,
+                                        "v1.35.4", Path("/c/cache"), Path("/s/audit-policy.yaml"))
+    assert with_audit["options"]["kubeAuditPolicy"] == "/s/audit-policy.yaml"
+    assert "kubeAuditPolicy" not in make_config()["options"]
+    assert cluster.AUDIT_POLICY["rules"][-1] == {"level": "Metadata"}

@@ -95,14 +95,28 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
+#: Metadata-level audit of every API request (health probes excluded). The audit log is how the
+#: benchmarks count the operator's API requests by user agent, without instrumenting the operator.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "None", "nonResourceURLs": ["/healthz*", "/readyz*", "/livez*", "/version"]},
+        {"level": "Metadata"},
+    ],
+}
+
+
 def kwokctl_config(bin_dir: Path, kubectl: Path, ports: Ports, kube_version: str,
-                   cache_dir: Path) -> dict[str, Any]:
+                   cache_dir: Path, audit_policy: Path | None = None) -> dict[str, Any]:
     """The KwokctlConfiguration we pass with `--config`: local binaries only, loopback, our ports.
 
     Every binary path is local, which is what keeps kwokctl from downloading (it only fetches when
     a binary option is a URL). QPS limits are lifted because this is a single-user test cluster.
+    With ``audit_policy``, the apiserver writes an audit log (logs/audit.log).
     """
-    return {
+    config = {
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
         "kind": "KwokctlConfiguration",
         "options": {
@@ -144,6 +158,9 @@ def kwokctl_config(bin_dir: Path, kubectl: Path, ports: Ports, kube_version: str
             },
         ],
     }
+    if audit_policy is not None:
+        config["options"]["kubeAuditPolicy"] = str(audit_policy)
+    return config
 
 
 def kwokctl_create_args(kwokctl: Path, config_path: Path) -> list[str]:
@@ -386,8 +403,10 @@ class Sandbox:
 
         ports = Ports(*free_ports(6))
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        audit_policy = self.state_dir / "audit-policy.yaml"
+        audit_policy.write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
         config = kwokctl_config(bin_dir, kubectl, ports, binaries.k8s_version(),
-                                self.state_dir / "kwok-cache")
+                                self.state_dir / "kwok-cache", audit_policy)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self._say(f"starting sandbox control plane {binaries.k8s_version()} "
                   f"(apiserver https://127.0.0.1:{ports.apiserver}, logs in {self.logs_dir})")

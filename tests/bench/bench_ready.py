@@ -34,7 +34,8 @@ from modeldeploy.api.spec import parse_spec  # noqa: E402
 from modeldeploy.render import names  # noqa: E402
 from modeldeploy.render.triton import Owner, RenderOptions, render_deployment  # noqa: E402
 from modeldeploy.sandbox.cluster import Sandbox  # noqa: E402
-from modeldeploy.sandbox.nodes import H100, gpu_node  # noqa: E402
+from modeldeploy.sandbox.kubeapi import KubeHttp  # noqa: E402
+from modeldeploy.sandbox.nodes import H100, apply_nodes, gpu_node  # noqa: E402
 from modeldeploy.sandbox.tools import ensure_kubectl  # noqa: E402
 
 SPEC = {
@@ -66,7 +67,7 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.25) -> 
 
 def add_bench_nodes(kubeconfig: str, core: client.CoreV1Api, count: int) -> list[str]:
     nodes = [gpu_node(f"bench-h100-{i}", H100, pool="bench") for i in range(math.ceil(count / H100.count))]
-    kubectl(kubeconfig, "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
+    apply_nodes(KubeHttp(Path(kubeconfig)), nodes)  # creates them, then sets capacity in their status
     want = {n["metadata"]["name"] for n in nodes}
 
     def ready():
@@ -106,6 +107,8 @@ def run_floor(api, count: int) -> float:
     for i in range(count):
         dep = render_deployment(Owner(f"m{i}", ns, "0"), spec, rev, options)
         dep["metadata"].pop("ownerReferences")
+        limits = dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+        limits.update({k: str(v) for k, v in limits.items()})  # the typed client wants quantity strings
         dep["spec"]["template"]["spec"]["volumes"][1] = {"name": "model-config", "emptyDir": {}}
         bodies.append(dep)
     t0 = time.monotonic()

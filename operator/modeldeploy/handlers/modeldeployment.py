@@ -2,7 +2,10 @@
 
 - create / update of spec / resume at operator start -> reconcile the ModelDeployment;
 - any event of a Deployment we manage (status progress, a manual edit, a deletion) -> reconcile its
-  owner, which refreshes status and takes back drift.
+  owner, which refreshes status and takes back drift. When neither the ModelDeployment's nor the
+  Deployment's generation moved since our last apply, the event is a status change and only the
+  status is refreshed (no apply). Drift that does not bump the Deployment's generation (labels,
+  annotations) is taken back at the next spec change or operator restart.
 
 Handlers are sync functions: Kopf runs them in its thread pool, so the sync Kubernetes client does not
 block the event loop. A per-object lock keeps the two entry points from reconciling the same
@@ -30,6 +33,9 @@ RETRY_DELAY_SECONDS = 15
 _kube: Kube | None = None
 _options = RenderOptions()
 _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+# (namespace, name) -> (ModelDeployment generation, Deployment generation) after our last apply. A
+# Deployment event that matches both is a status change only, and needs no re-apply.
+_applied: dict[tuple[str, str], tuple[int, int]] = {}
 
 
 def _now() -> datetime:
@@ -39,6 +45,7 @@ def _now() -> datetime:
 def options_from_env(env: dict[str, str] | os._Environ = os.environ) -> RenderOptions:
     return RenderOptions(
         triton_image=env.get("MODELDEPLOY_TRITON_IMAGE", DEFAULT_TRITON_IMAGE),
+        fetcher_image=env.get("MODELDEPLOY_FETCHER_IMAGE") or RenderOptions.fetcher_image,
         progress_deadline_seconds=int(env.get("MODELDEPLOY_PROGRESS_DEADLINE_SECONDS", "600")),
     )
 
@@ -62,7 +69,7 @@ def configure(settings: kopf.OperatorSettings, logger, **_: Any) -> None:
     logger.info("modeldeploy operator configured: triton image %s", _options.triton_image)
 
 
-def _reconcile(namespace: str, name: str, logger) -> None:
+def _reconcile(namespace: str, name: str, logger, deployment: Any = None) -> None:
     """Reconcile the ModelDeployment as stored now.
 
     The object is read inside the lock: a body handed over by Kopf, or read before waiting, can miss
@@ -74,7 +81,12 @@ def _reconcile(namespace: str, name: str, logger) -> None:
         body = _kube.get_model_deployment(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return  # gone or being deleted: the garbage collector removes the children
-        result = reconcile(_kube, body, _options, _now)
+        generation = body["metadata"].get("generation")
+        dep_generation = (deployment or {}).get("metadata", {}).get("generation")
+        unchanged = deployment is not None and _applied.get(key) == (generation, dep_generation)
+        result = reconcile(_kube, body, _options, _now, observed_deployment=deployment if unchanged else None)
+        if result.deployment_generation is not None and not result.retry:
+            _applied[key] = (generation, result.deployment_generation)
     if result.event:
         kind, reason, message = result.event
         kopf.event(body, type=kind, reason=reason, message=message)
@@ -98,12 +110,14 @@ def controller_owner(body: Any) -> str | None:
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
-def on_deployment_event(body: kopf.Body, namespace: str, logger, **_: Any) -> None:
+def on_deployment_event(body: kopf.Body, type: str | None, namespace: str, logger, **_: Any) -> None:
     owner = controller_owner(body)
     if owner is None or _kube is None:
         return
+    # A deleted (or deleting) Deployment must be applied again, never only observed.
+    gone = type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp")
     try:
-        _reconcile(namespace, owner, logger)
+        _reconcile(namespace, owner, logger, deployment=None if gone else body)
     except kopf.TemporaryError as err:
         # Event handlers are not retried by Kopf; the ModelDeployment's own handler retries.
         logger.warning("reconcile of %s/%s after a Deployment event failed: %s", namespace, owner, err)

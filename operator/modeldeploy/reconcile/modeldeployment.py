@@ -28,13 +28,20 @@ class Result:
     written: bool  # status was written (it changed)
     event: tuple[str, str, str] | None  # (type, reason, message) for a phase transition
     retry: str | None  # a transient failure worth retrying (apply error), else None
+    deployment_generation: int | None = None  # metadata.generation of the Deployment as applied/observed
 
 
 def _selector_string(labels: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
-def reconcile(kube: Kube, body: Mapping[str, Any], options: RenderOptions, now: Callable[[], datetime]) -> Result:
+def reconcile(kube: Kube, body: Mapping[str, Any], options: RenderOptions, now: Callable[[], datetime],
+              observed_deployment: Mapping[str, Any] | None = None) -> Result:
+    """Apply the children and refresh status; with ``observed_deployment``, refresh status only.
+
+    The status-only path serves Deployment status events when the caller knows nothing was changed
+    since its last apply (same generations): it saves three server-side applies per event.
+    """
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     generation = meta.get("generation", 1)
@@ -60,22 +67,24 @@ def reconcile(kube: Kube, body: Mapping[str, Any], options: RenderOptions, now: 
         model_version=spec.model.version,
         unimplemented=tuple(unimplemented_fields(spec)),
     )
-    deployment = None
-    try:
-        for obj in render_children(owner, spec, revision, options):
-            applied = kube.apply(obj)
-            if obj["kind"] == "Deployment":
-                deployment = applied
-    except KubeError as err:
-        obs = Observation(**base, apply_error=str(err))
-        return _finish(kube, namespace, name, previous, obs, now, retry=str(err))
+    deployment = observed_deployment
+    if deployment is None:
+        try:
+            for obj in render_children(owner, spec, revision, options):
+                applied = kube.apply(obj)
+                if obj["kind"] == "Deployment":
+                    deployment = applied
+        except KubeError as err:
+            obs = Observation(**base, apply_error=str(err))
+            return _finish(kube, namespace, name, previous, obs, now, retry=str(err))
 
     unschedulable = None
     dstatus = (deployment or {}).get("status") or {}
     if dstatus.get("availableReplicas", 0) < spec.desired_replicas:
         unschedulable = kube.unschedulable_message(namespace, _selector_string(selector))
     obs = Observation(**base, deployment=deployment, unschedulable=unschedulable)
-    result = _finish(kube, namespace, name, previous, obs, now, retry=None)
+    result = _finish(kube, namespace, name, previous, obs, now, retry=None,
+                     deployment_generation=(deployment or {}).get("metadata", {}).get("generation"))
     # Prune only on a status change into Ready: a finished rollout; steady-state events cost no list call.
     if result.written and result.status["phase"] == c.PHASE_READY:
         prune_config_maps(kube, namespace, name, keep={revision})
@@ -83,12 +92,13 @@ def reconcile(kube: Kube, body: Mapping[str, Any], options: RenderOptions, now: 
 
 
 def _finish(kube: Kube, namespace: str, name: str, previous: Mapping[str, Any], obs: Observation,
-            now: Callable[[], datetime], retry: str | None) -> Result:
+            now: Callable[[], datetime], retry: str | None, deployment_generation: int | None = None) -> Result:
     status = compute_status(obs, previous, now())
     written = status_changed(previous, status)
     if written:
         kube.patch_status(namespace, name, status)
-    return Result(status=status, written=written, event=transition_event(previous, status), retry=retry)
+    return Result(status=status, written=written, event=transition_event(previous, status), retry=retry,
+                  deployment_generation=deployment_generation)
 
 
 def prune_config_maps(kube: Kube, namespace: str, name: str, keep: set[str]) -> list[str]:

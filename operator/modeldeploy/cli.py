@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     from modeldeploy.sandbox import commands as sandbox_commands
 
     sandbox_commands.register(sub)
+    from modeldeploy.fetch import command as fetch_command
+    fetch_command.register(sub)
     return parser
 
 

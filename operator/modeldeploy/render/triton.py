@@ -4,6 +4,15 @@ Each builder returns a complete object as a plain dict, ready for server-side ap
 manager: fields we do not set are left to Kubernetes and other managers, fields we set are enforced
 (a manual edit is reverted on the next reconcile). Owner references make the API server's garbage
 collector delete the children with their ModelDeployment.
+
+The serving pod fetches its model before Triton starts: an init container ``fetch-model`` runs
+``modeldeploy fetch`` (this project's image, see modeldeploy/fetch/) into the ``model-repository``
+emptyDir that Triton serves from. A fetch failure stops the pod in ``Init:Error`` with the cause in the
+init container's termination message. Credentials come from ``spec.model.credentialsSecret``: as
+environment variables (``envFrom``) for s3:// and the others, as the mounted file ``gcs.json`` pointed to
+by GOOGLE_APPLICATION_CREDENTIALS for gs://. A ``pvc://<claim>/<path>`` model mounts the claim read-only
+where the fetcher looks for it. A ``file://`` path is read from the fetcher container's own filesystem
+(development with the local pod runner; no hostPath volume is rendered).
 """
 
 from __future__ import annotations
@@ -11,12 +20,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from modeldeploy import __version__
 from modeldeploy.api import constants as c
 from modeldeploy.api.spec import Spec
+from modeldeploy.fetch.errors import InvalidURI
+from modeldeploy.fetch.uri import parse_uri, pvc_mount_path
 from modeldeploy.render import names
 from modeldeploy.render.config_pbtxt import render_config_pbtxt
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
+DEFAULT_FETCHER_IMAGE = f"ghcr.io/modeldeploy/modeldeploy:{__version__}"
+
+#: The kubelet's default; the fetcher writes its one-line failure cause there.
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+#: The non-root user of the modeldeploy image (operator/Dockerfile).
+FETCHER_UID = 10001
+#: Where a gs:// credentials Secret is mounted in the fetcher; the key ``gcs.json`` is the service account file.
+GCS_CREDENTIALS_DIR = "/var/run/secrets/modeldeploy/gcs"
+GCS_CREDENTIALS_KEY = "gcs.json"
 
 
 @dataclass(frozen=True)
@@ -43,6 +64,7 @@ class RenderOptions:
     """Operator-wide settings (Helm values) that shape rendering."""
 
     triton_image: str = DEFAULT_TRITON_IMAGE
+    fetcher_image: str = DEFAULT_FETCHER_IMAGE
     progress_deadline_seconds: int = 600
 
 
@@ -98,6 +120,84 @@ def _triton_args(spec: Spec) -> list[str]:
         f"--metrics-port={c.METRICS_PORT}",
         "--metrics-config=summary_latencies=true",
     ]
+
+
+def _fetch_args(spec: Spec, claim: str | None) -> list[str]:
+    """``modeldeploy fetch`` arguments. Every path the fetcher touches is spelt out as an argument, never
+    left to a default, so a runner that maps container paths to host paths (the sandbox pod runner
+    rewrites absolute-path arguments under a mount) moves them all."""
+    model = spec.model
+    args = ["fetch", "--uri", model.uri, "--format", model.format, "--name", model.name,
+            "--version", str(model.version), "--repository", c.MODEL_REPOSITORY,
+            "--termination-log", TERMINATION_MESSAGE_PATH]
+    if model.sha256:
+        args += ["--sha256", model.sha256]
+    if claim:
+        args += ["--pvc-mount", pvc_mount_path(claim)]
+    return args
+
+
+def _pvc_claim(spec: Spec) -> str | None:
+    """The claim of a pvc:// model URI; None for other schemes and for a malformed URI.
+
+    A malformed pvc:// URI gets no volume: the fetcher then fails with the parse error as its termination
+    message, which is where the user looks, instead of an API-server rejection of the Deployment.
+    """
+    if spec.model.scheme != "pvc":
+        return None
+    try:
+        return parse_uri(spec.model.uri).location
+    except InvalidURI:
+        return None
+
+
+def _fetch_container(spec: Spec, options: RenderOptions) -> dict[str, Any]:
+    """The ``fetch-model`` init container: fills the model repository volume from spec.model.uri."""
+    mounts: list[dict[str, Any]] = [{"name": "model-repository", "mountPath": c.MODEL_REPOSITORY}]
+    claim = _pvc_claim(spec)
+    if claim:
+        mounts.append({"name": "model-source", "mountPath": pvc_mount_path(claim), "readOnly": True})
+    container: dict[str, Any] = {
+        "name": "fetch-model",
+        "image": options.fetcher_image,
+        "args": _fetch_args(spec, claim),
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"cpu": "1", "memory": "1Gi"},  # page cache of big writes counts here
+        },
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": FETCHER_UID,
+            "runAsGroup": FETCHER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    secret = spec.model.credentials_secret
+    if secret and spec.model.scheme == "gs":
+        container["env"] = [{"name": "GOOGLE_APPLICATION_CREDENTIALS",
+                             "value": f"{GCS_CREDENTIALS_DIR}/{GCS_CREDENTIALS_KEY}"}]
+        mounts.append({"name": "model-credentials", "mountPath": GCS_CREDENTIALS_DIR, "readOnly": True})
+    elif secret:
+        container["envFrom"] = [{"secretRef": {"name": secret, "optional": False}}]
+    container["volumeMounts"] = mounts
+    return container
+
+
+def _fetch_volumes(spec: Spec) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = []
+    claim = _pvc_claim(spec)
+    if claim:
+        volumes.append({"name": "model-source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    if spec.model.credentials_secret and spec.model.scheme == "gs":
+        volumes.append({"name": "model-credentials", "secret": {
+            "secretName": spec.model.credentials_secret, "optional": False,
+            "items": [{"key": GCS_CREDENTIALS_KEY, "path": GCS_CREDENTIALS_KEY}]}})
+    return volumes
 
 
 def _probe(path: str, **timing: int) -> dict[str, Any]:
@@ -156,11 +256,13 @@ def render_deployment(
         },
     }
     pod_spec: dict[str, Any] = {
+        "initContainers": [_fetch_container(spec, options)],
         "containers": [container],
         "volumes": [
             {"name": "model-repository", "emptyDir": {}},
             {"name": "model-config", "configMap": {"name": names.config_map_name(owner.name, revision)}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+            *_fetch_volumes(spec),
         ],
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         "terminationGracePeriodSeconds": 30,

@@ -1,0 +1,79 @@
+"""``modeldeploy fetch``: the CLI of the storage initializer (the pod's ``fetch-model`` init container).
+
+Exit status 0 when the model is in place; 1 with a one-line cause on stderr and in the termination log
+when the fetch failed (``FetchError``); 2 for a bug (unexpected exception, traceback on stderr). Kubernetes
+copies the termination log into ``status.containerStatuses[].state.terminated.message`` of the pod, so
+``kubectl describe pod`` shows ``SourceError: GET https://...: 403 Forbidden`` without reading logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_LOG_ENV = "MODELDEPLOY_TERMINATION_LOG"
+MAX_TERMINATION_MESSAGE = 4096  # what the kubelet keeps
+
+
+def register(subparsers) -> None:
+    from modeldeploy.api.constants import MODEL_REPOSITORY
+    from modeldeploy.api.spec import MODEL_FORMATS
+    from modeldeploy.fetch.uri import PVC_MOUNT_ROOT
+
+    p = subparsers.add_parser(
+        "fetch", help="fetch a model into a Triton model repository (the serving pod's init container)",
+        description="Fetch spec.model.uri into <repository>/<name>/<version>/model.<ext>, atomically. "
+                    "Schemes: file://, http(s)://, pvc://<claim>/<path> (read from <pvc-mount>/<path>), "
+                    "s3:// (boto3; AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL), "
+                    "gs:// (google-cloud-storage; GOOGLE_APPLICATION_CREDENTIALS).")
+    p.add_argument("--uri", required=True, help="model file or folder (s3/gs: object or prefix)")
+    p.add_argument("--format", required=True, choices=MODEL_FORMATS, help="model format (decides the file name)")
+    p.add_argument("--name", required=True, help="Triton model name (the folder under the repository)")
+    p.add_argument("--version", required=True, type=int, help="Triton model version (the folder under the model)")
+    p.add_argument("--sha256", type=str.lower, help="expected SHA-256 of the model file (hex)")
+    p.add_argument("--repository", default=MODEL_REPOSITORY, help="model repository folder (default: %(default)s)")
+    p.add_argument("--termination-log", default=os.environ.get(TERMINATION_LOG_ENV, DEFAULT_TERMINATION_LOG),
+                   help=f"where the failure cause is written (env {TERMINATION_LOG_ENV}; default: %(default)s)")
+    p.add_argument("--pvc-mount", metavar="PATH",
+                   help=f"where the claim of a pvc:// URI is mounted (default: {PVC_MOUNT_ROOT}/<claim>)")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="network connect/read timeout in seconds (default: %(default)s)")
+    p.set_defaults(func=run)
+
+
+def write_termination_log(path: str, message: str) -> bool:
+    """Write ``message`` (cut to what the kubelet keeps) to ``path``; False when that is not possible."""
+    data = message.encode()[:MAX_TERMINATION_MESSAGE].decode(errors="ignore")
+    try:
+        Path(path).write_text(data + "\n")
+    except OSError as err:
+        print(f"fetch: cannot write termination log {path}: {err.strerror or err}", file=sys.stderr)
+        return False
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    from modeldeploy.fetch.errors import FetchError
+    from modeldeploy.fetch.layout import FetchRequest, fetch_model
+
+    request = FetchRequest(uri=args.uri, format=args.format, name=args.name, version=args.version,
+                           repository=Path(args.repository), sha256=args.sha256)
+    try:
+        target = fetch_model(request, timeout=args.timeout, pvc_mount=args.pvc_mount)
+    except FetchError as err:
+        message = f"{type(err).__name__}: {err}"
+        code = 1
+    except Exception as err:  # noqa: BLE001 - a bug; still leave a cause in the pod status
+        traceback.print_exc()
+        message = f"FetchError: unexpected {type(err).__name__}: {err}"
+        code = 2
+    else:
+        print(f"model {args.name} version {args.version} ready in {target}", flush=True)
+        return 0
+    print(message, file=sys.stderr, flush=True)
+    write_termination_log(args.termination_log, message)
+    return code

@@ -1,0 +1,342 @@
+"""One reader per URI scheme. Each writes what the URI names to ``dest``: a file, or a folder tree.
+
+A source decides file-or-folder itself (a local path is a directory or not; an s3/gs key that is not an
+object is tried as a prefix), returns ``Fetched`` with the file's SHA-256, and raises ``SourceError``
+with a message that names the operation and the redacted URI. Nothing here knows about Triton's layout;
+``layout`` does.
+
+s3:// and gs:// need boto3 / google-cloud-storage (``pip install 'modeldeploy[fetch]'``). They are imported
+only when such a URI is fetched, so the operator and the other schemes work without them.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from modeldeploy import __version__
+from modeldeploy.fetch.errors import InvalidURI, MissingDependency, SourceError
+from modeldeploy.fetch.transfer import CHUNK, Progress, Sink, make_dirs, write_chunks
+from modeldeploy.fetch.uri import PVC_MOUNT_ROOT, ModelURI, pvc_mount_path
+
+USER_AGENT = f"modeldeploy-fetch/{__version__}"
+
+
+@dataclass
+class Context:
+    progress: Progress
+    timeout: float = 60.0
+    pvc_root: str = PVC_MOUNT_ROOT
+    pvc_mount: str | None = None  # where the claim is mounted, when not <pvc_root>/<claim>
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+@dataclass(frozen=True)
+class Fetched:
+    kind: str  # "file" or "folder"
+    sha256: str | None = None  # of the file; None for a folder
+
+
+# --- file:// and pvc:// --------------------------------------------------------------------------------
+
+def local_path(uri: ModelURI, pvc_root: str = PVC_MOUNT_ROOT, pvc_mount: str | None = None) -> Path:
+    """The path a file:// or pvc:// URI names on the fetcher's filesystem."""
+    if uri.scheme == "file":
+        return Path(uri.path)
+    if uri.scheme == "pvc":
+        mount = Path(pvc_mount or pvc_mount_path(uri.location, pvc_root))
+        if not mount.is_dir():
+            raise SourceError(f"{uri}: claim {uri.location!r} is not mounted at {mount}")
+        return mount / uri.path if uri.path else mount
+    raise InvalidURI(f"{uri}: not a local URI")
+
+
+def _local_error(uri: ModelURI, err: OSError) -> SourceError:
+    if isinstance(err, FileNotFoundError):
+        return SourceError(f"{uri}: no such file or directory: {err.filename}")
+    if isinstance(err, PermissionError):
+        return SourceError(f"{uri}: permission denied: {err.filename}")
+    return SourceError(f"{uri}: read {err.filename or ''}: {err.strerror or err}")
+
+
+def _read_local(path: Path, uri: ModelURI) -> Iterator[bytes]:
+    """The file's bytes; a read error is the source's fault (SourceError), a write error is not ours to map."""
+    try:
+        f = open(path, "rb")
+    except OSError as err:
+        raise _local_error(uri, err) from None
+    with f:
+        while True:
+            try:
+                chunk = f.read(CHUNK)
+            except OSError as err:
+                raise _local_error(uri, err) from None
+            if not chunk:
+                return
+            yield chunk
+
+
+def _copy_tree(src: Path, dest: Path, uri: ModelURI, progress: Progress) -> None:
+    make_dirs(dest)
+    try:
+        entries = sorted(os.scandir(src), key=lambda e: e.name)
+    except OSError as err:
+        raise _local_error(uri, err) from None
+    for entry in entries:
+        target = dest / entry.name
+        if entry.is_dir():
+            _copy_tree(Path(entry.path), target, uri, progress)
+        elif entry.is_file():
+            write_chunks(target, _read_local(Path(entry.path), uri), progress)
+        # sockets, fifos, dangling links: not model files; skipped
+
+
+def fetch_local(uri: ModelURI, dest: Path, ctx: Context) -> Fetched:
+    src = local_path(uri, ctx.pvc_root, ctx.pvc_mount)
+    if src.is_dir():
+        _copy_tree(src, dest, uri, ctx.progress)
+        return Fetched("folder")
+    try:
+        ctx.progress.expect(src.stat().st_size)
+    except OSError as err:
+        raise _local_error(uri, err) from None
+    return Fetched("file", write_chunks(dest, _read_local(src, uri), ctx.progress))
+
+
+# --- http:// and https:// ------------------------------------------------------------------------------
+
+def _phrase(status: int | None) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def _network_reason(reason: Any, timeout: float) -> str:
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, socket.gaierror):
+        return f"cannot resolve host ({reason.strerror or reason})"
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return f"timed out after {timeout:g} s"
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS error: {getattr(reason, 'reason', None) or reason}"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason)
+
+
+def fetch_http(uri: ModelURI, dest: Path, ctx: Context) -> Fetched:
+    """GET the URI (redirects followed by urllib, up to 10) into ``dest``; always a single file."""
+    what = f"GET {uri}"
+    request = urllib.request.Request(uri.uri, headers={"User-Agent": USER_AGENT})
+    try:
+        response = urllib.request.urlopen(request, timeout=ctx.timeout)  # noqa: S310 - scheme checked
+    except urllib.error.HTTPError as err:
+        reason = err.reason or _phrase(err.code)
+        err.close()
+        raise SourceError(f"{what}: {err.code} {reason}".rstrip(), status=err.code) from None
+    except urllib.error.URLError as err:
+        raise SourceError(f"{what}: {_network_reason(err.reason, ctx.timeout)}") from None
+    except (OSError, http.client.HTTPException) as err:
+        raise SourceError(f"{what}: {_network_reason(err, ctx.timeout)}") from None
+    with response:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        ctx.progress.expect(total)
+        written = 0
+
+        def received() -> Iterator[bytes]:
+            nonlocal written
+            while True:
+                try:
+                    chunk = response.read(CHUNK)
+                except (OSError, http.client.HTTPException) as err:
+                    detail = ("connection closed early" if isinstance(err, http.client.IncompleteRead)
+                              else _network_reason(err, ctx.timeout))
+                    raise SourceError(f"{what}: transfer broke off after {written} of {total or '?'} bytes: "
+                                      f"{detail}") from None
+                if not chunk:
+                    return
+                written += len(chunk)
+                yield chunk
+
+        digest = write_chunks(dest, received(), ctx.progress)
+        if total is not None and written != total:
+            raise SourceError(f"{what}: transfer broke off after {written} of {total} bytes")
+    return Fetched("file", digest)
+
+
+# --- s3:// ---------------------------------------------------------------------------------------------
+
+def import_boto3():
+    try:
+        import boto3  # type: ignore[import-not-found]
+        import botocore.config  # type: ignore[import-not-found]
+        import botocore.exceptions  # type: ignore[import-not-found]
+    except ImportError:
+        raise MissingDependency("s3:// needs boto3, which is not installed in this image "
+                                "(pip install 'modeldeploy[fetch]')") from None
+    return boto3, botocore
+
+
+def _s3_error(uri: ModelURI, op: str, err: Exception, botocore, endpoint: str | None) -> SourceError:
+    exc = botocore.exceptions
+    if isinstance(err, exc.NoCredentialsError):
+        return SourceError(f"{op} {uri}: no AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                           "e.g. through spec.model.credentialsSecret)")
+    if isinstance(err, exc.EndpointConnectionError):
+        return SourceError(f"{op} {uri}: cannot reach {endpoint or 'the S3 endpoint'}: {err}")
+    if isinstance(err, exc.ClientError):
+        error = err.response.get("Error", {})
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = error.get("Code", "")
+        text = " ".join(str(x) for x in (status, code if code and code != str(status) else _phrase(status)) if x)
+        return SourceError(f"{op} {uri}: {text}", status=status)
+    return SourceError(f"{op} {uri}: {err}")
+
+
+def _s3_client(ctx: Context, boto3, botocore):
+    endpoint = ctx.env.get("AWS_ENDPOINT_URL") or None
+    config = botocore.config.Config(connect_timeout=ctx.timeout, read_timeout=ctx.timeout,
+                                    retries={"max_attempts": 5, "mode": "standard"})
+    session = boto3.session.Session(
+        aws_access_key_id=ctx.env.get("AWS_ACCESS_KEY_ID") or None,
+        aws_secret_access_key=ctx.env.get("AWS_SECRET_ACCESS_KEY") or None,
+        aws_session_token=ctx.env.get("AWS_SESSION_TOKEN") or None,
+        region_name=ctx.env.get("AWS_REGION") or ctx.env.get("AWS_DEFAULT_REGION") or None,
+    )
+    return session.client("s3", endpoint_url=endpoint, config=config), endpoint
+
+
+def _s3_download(client, bucket: str, key: str, dest: Path, progress: Progress) -> str:
+    body = client.get_object(Bucket=bucket, Key=key)["Body"]
+    try:
+        return write_chunks(dest, body.iter_chunks(1 << 20), progress)
+    finally:
+        body.close()
+
+
+def fetch_s3(uri: ModelURI, dest: Path, ctx: Context) -> Fetched:
+    """An object (``s3://b/key``) or, when no such object exists, every object under ``key/``."""
+    boto3, botocore = import_boto3()
+    client, endpoint = _s3_client(ctx, boto3, botocore)
+    bucket, key = uri.location, uri.path
+    op = "GET"
+    try:
+        if not uri.is_prefix:
+            try:
+                head = client.head_object(Bucket=bucket, Key=key)
+            except botocore.exceptions.ClientError as err:
+                if err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 404:
+                    raise
+            else:
+                ctx.progress.expect(head.get("ContentLength"))
+                return Fetched("file", _s3_download(client, bucket, key, dest, ctx.progress))
+        op = "LIST"
+        prefix = key.rstrip("/") + "/" if key else ""
+        objects = [obj for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+                   for obj in page.get("Contents", ()) if not obj["Key"].endswith("/")]
+        if not objects:
+            raise SourceError(f"{op} {uri}: no such object, and no objects under {prefix or 'the bucket'}",
+                              status=404)
+        ctx.progress.expect(sum(obj.get("Size", 0) for obj in objects))
+        make_dirs(dest)
+        op = "GET"
+        for obj in objects:
+            rel = obj["Key"][len(prefix):]
+            if any(part in ("", ".", "..") for part in rel.split("/")):
+                raise SourceError(f"{op} {uri}: object key {obj['Key']!r} does not map to a file path")
+            _s3_download(client, bucket, obj["Key"], dest / rel, ctx.progress)
+        return Fetched("folder")
+    except SourceError:
+        raise
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as err:
+        raise _s3_error(uri, op, err, botocore, endpoint) from None
+
+
+# --- gs:// ---------------------------------------------------------------------------------------------
+
+def import_gcs():
+    try:
+        from google.api_core import exceptions as api_exceptions  # type: ignore[import-not-found]
+        from google.auth import exceptions as auth_exceptions  # type: ignore[import-not-found]
+        from google.cloud import storage  # type: ignore[import-not-found]
+    except ImportError:
+        raise MissingDependency("gs:// needs google-cloud-storage, which is not installed in this image "
+                                "(pip install 'modeldeploy[fetch]')") from None
+    return storage, api_exceptions, auth_exceptions
+
+
+def fetch_gs(uri: ModelURI, dest: Path, ctx: Context) -> Fetched:
+    """A blob (``gs://b/key``) or, when no such blob exists, every blob under ``key/``.
+
+    Credentials: GOOGLE_APPLICATION_CREDENTIALS (the pod mounts ``gcs.json`` from the credentials Secret)
+    or the environment's default (e.g. GKE workload identity); with none, anonymous access (public buckets).
+    """
+    storage, api_exceptions, auth_exceptions = import_gcs()
+    retry = storage.retry.DEFAULT_RETRY
+    retry = (getattr(retry, "with_timeout", None) or retry.with_deadline)(ctx.timeout)  # default: 120 s
+    op = "GET"
+    try:
+        try:
+            client = storage.Client()
+        except auth_exceptions.DefaultCredentialsError:
+            client = storage.Client.create_anonymous_client()
+        bucket = client.bucket(uri.location)
+        if not uri.is_prefix:
+            blob = bucket.get_blob(uri.path, timeout=ctx.timeout, retry=retry)
+            if blob is not None:
+                ctx.progress.expect(blob.size)
+                with Sink(dest, ctx.progress) as sink:
+                    blob.download_to_file(sink, timeout=ctx.timeout, retry=retry)
+                    return Fetched("file", sink.hexdigest())
+        op = "LIST"
+        prefix = uri.path.rstrip("/") + "/" if uri.path else ""
+        blobs = [b for b in client.list_blobs(uri.location, prefix=prefix, timeout=ctx.timeout, retry=retry)
+                 if not b.name.endswith("/")]
+        if not blobs:
+            raise SourceError(f"{op} {uri}: no such object, and no objects under {prefix or 'the bucket'}",
+                              status=404)
+        ctx.progress.expect(sum(b.size or 0 for b in blobs))
+        make_dirs(dest)
+        op = "GET"
+        for blob in blobs:
+            rel = blob.name[len(prefix):]
+            if any(part in ("", ".", "..") for part in rel.split("/")):
+                raise SourceError(f"{op} {uri}: object name {blob.name!r} does not map to a file path")
+            with Sink(dest / rel, ctx.progress) as sink:
+                blob.download_to_file(sink, timeout=ctx.timeout, retry=retry)
+        return Fetched("folder")
+    except SourceError:
+        raise
+    except api_exceptions.RetryError as err:
+        cause = err.cause
+        detail = ("connection refused" if "Connection refused" in str(cause)
+                  else _network_reason(cause, ctx.timeout) if isinstance(cause, OSError) else str(cause))
+        raise SourceError(f"{op} {uri}: gave up after {ctx.timeout:g} s of retries: {detail[:300]}") from None
+    except api_exceptions.GoogleAPICallError as err:
+        status = getattr(err, "code", None)
+        raise SourceError(f"{op} {uri}: {status} {err.message}".strip(), status=status) from None
+    except auth_exceptions.GoogleAuthError as err:
+        raise SourceError(f"{op} {uri}: credentials: {err}") from None
+    except (OSError, ValueError) as err:  # requests' network errors are OSErrors
+        raise SourceError(f"{op} {uri}: {err}") from None
+
+
+SOURCES: dict[str, Callable[[ModelURI, Path, Context], Fetched]] = {
+    "file": fetch_local,
+    "pvc": fetch_local,
+    "http": fetch_http,
+    "https": fetch_http,
+    "s3": fetch_s3,
+    "gs": fetch_gs,
+}

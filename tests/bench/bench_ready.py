@@ -102,7 +102,7 @@ def run_floor(api, count: int) -> float:
     fresh_namespace(core, ns)
     spec = parse_spec("m", SPEC)
     options = RenderOptions()
-    rev = names.revision_of(spec, options.triton_image)
+    rev = names.revision_of(spec, options.triton_image, options.fetcher_image)
     bodies = []
     for i in range(count):
         dep = render_deployment(Owner(f"m{i}", ns, "0"), spec, rev, options)

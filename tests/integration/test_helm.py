@@ -55,7 +55,9 @@ def token_kubeconfig(admin_kubeconfig: str, token: str, path: Path) -> str:
 
 
 def test_helm_install_and_operator_reconciles_with_chart_rbac(api, kubectl, helm, namespace, kubeconfig,
-                                                               tmp_path):
+                                                               tmp_path, crd_installed):
+    # crd_installed: the CRD in the cluster is this checkout's, so Helm's server-side apply of the
+    # chart's identical copy changes nothing (it would conflict with an older copy applied by kubectl).
     release_ns = f"{namespace}-sys"
     kubectl("create", "namespace", release_ns)
     try:

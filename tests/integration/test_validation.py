@@ -31,6 +31,8 @@ CASES = {
     "bad uri scheme": (with_spec(model={"uri": "ftp://host/model.onnx", "format": "onnx"}),
                        ["spec.model.uri", "s3://"]),
     "uri without location": (with_spec(model={"uri": "s3://", "format": "onnx"}), ["spec.model.uri"]),
+    "pvc uri without path": (with_spec(model={"uri": "pvc://models", "format": "onnx"}),
+                             ["spec.model.uri", "pvc://<claim name>/<path inside the claim>"]),
     "unknown format": (with_spec(model={"uri": "s3://b/m", "format": "pickle"}),
                        ["spec.model.format", "Unsupported value"]),
     "missing format": (with_spec(model={"uri": "s3://b/m"}), ["spec.model.format", "Required"]),

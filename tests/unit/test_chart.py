@@ -121,6 +121,7 @@ def test_default_render_one_recreate_operator_with_its_service_account(helm):
     assert container["args"] == ["operator", "--liveness", "http://0.0.0.0:8080/healthz"]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env == {"MODELDEPLOY_TRITON_IMAGE": "nvcr.io/nvidia/tritonserver:25.10-py3",
+                   "MODELDEPLOY_FETCHER_IMAGE": "ghcr.io/modeldeploy/modeldeploy:0.1.0",
                    "MODELDEPLOY_PROGRESS_DEADLINE_SECONDS": "600", "MODELDEPLOY_WORKERS": "8"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {"name": "healthz", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
@@ -188,6 +189,10 @@ def test_values_reach_the_pod(helm):
     assert container["image"].endswith(":dev")
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["MODELDEPLOY_WORKERS"] == "3" and env["HTTPS_PROXY"] == "http://proxy:3128"
+    assert env["MODELDEPLOY_FETCHER_IMAGE"] == container["image"]  # the fetcher defaults to the operator image
+    fetcher = render(helm, "--set", "fetcherImage=registry.local/fetch:1")
+    fenv = {e["name"]: e["value"] for e in the_deployment(fetcher)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert fenv["MODELDEPLOY_FETCHER_IMAGE"] == "registry.local/fetch:1"
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     assert pod_template["metadata"]["annotations"] == {"team": "ml"}
     assert pod["nodeSelector"] == {"pool": "system"}

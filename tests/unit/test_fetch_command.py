@@ -126,11 +126,6 @@ def test_pvc_volume_is_mounted_where_the_fetcher_reads_it():
     assert "model-source" not in str(pod["containers"])  # Triton never sees the source
 
 
-def test_malformed_pvc_uri_gets_no_volume_and_fails_in_the_fetcher():
-    init, pod = init_container({"uri": "pvc://Bad_Claim/m.onnx", "format": "onnx"})
-    assert "model-source" not in str(pod)
-
-
 @pytest.mark.parametrize("uri", ["s3://b/m.onnx", "https://h/m.onnx"])
 def test_credentials_secret_as_env(uri):
     init, _ = init_container({"uri": uri, "format": "onnx", "credentialsSecret": "creds"})

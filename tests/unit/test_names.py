@@ -30,6 +30,7 @@ def test_revision_changes_with_model_serving_resources_and_image():
     base = parse_spec("m", BASE)
     rev = names.revision_of(base, "img")
     assert names.revision_of(base, "img2") != rev
+    assert names.revision_of(base, "img", "fetcher:2") != names.revision_of(base, "img", "fetcher:1")
     for change in (
         {"model": {**BASE["model"], "version": 2}},
         {"serving": {"maxBatchSize": 4}},

@@ -19,7 +19,7 @@ def render(md: dict) -> list[dict]:
     spec = parse_spec(meta["name"], md["spec"])
     options = RenderOptions()
     owner = Owner(meta["name"], meta["namespace"], meta["uid"])
-    return render_children(owner, spec, names.revision_of(spec, options.triton_image), options)
+    return render_children(owner, spec, names.revision_of(spec, options.triton_image, options.fetcher_image), options)
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -41,6 +41,8 @@ def test_backend_override_wins():
     ({"model": {"uri": "ftp://x/m", "format": "onnx"}}, "spec.model.uri"),
     ({"model": {"uri": "no-scheme", "format": "onnx"}}, "spec.model.uri"),
     ({"model": {"format": "onnx"}}, "spec.model.uri"),
+    ({"model": {"uri": "pvc://claim-only", "format": "onnx"}}, "spec.model.uri"),
+    ({"model": {"uri": "pvc://Bad_Claim/m.onnx", "format": "onnx"}}, "spec.model.uri"),
     ({"model": {"uri": "s3://b/m", "format": "pickle"}}, "spec.model.format"),
     (spec_with(resources={"gpu": {"count": -1}}), "spec.resources.gpu.count"),
     (spec_with(resources={"gpu": {"count": 0, "product": "NVIDIA-H100-80GB-HBM3"}}), "spec.resources.gpu.count"),

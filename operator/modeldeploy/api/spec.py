@@ -10,6 +10,7 @@ Errors raise ``SpecError`` naming the field, which the reconciler turns into a S
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -33,6 +34,9 @@ MODEL_FILE_BY_FORMAT = {
     "python": "model.py",
     "savedmodel": "model.savedmodel",
 }
+
+
+_PVC_URI = re.compile(r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+")
 
 
 class SpecError(ValueError):
@@ -137,6 +141,8 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> Spec:
     scheme = uri.split("://", 1)[0] if "://" in uri else ""
     if scheme not in URI_SCHEMES:
         raise SpecError("spec.model.uri", f"scheme must be one of {', '.join(s + '://' for s in URI_SCHEMES)}")
+    if scheme == "pvc" and not _PVC_URI.match(uri):
+        raise SpecError("spec.model.uri", "with pvc:// must be pvc://<claim name>/<path inside the claim>")
     fmt = model.get("format")
     if fmt not in MODEL_FORMATS:
         raise SpecError("spec.model.format", f"must be one of {', '.join(MODEL_FORMATS)}, got {fmt!r}")

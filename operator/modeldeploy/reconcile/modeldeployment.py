@@ -54,7 +54,7 @@ def reconcile(kube: Kube, body: Mapping[str, Any], options: RenderOptions, now: 
         obs = Observation(generation=generation, desired_replicas=0, spec_error=str(err))
         return _finish(kube, namespace, name, previous, obs, now, retry=None)
 
-    revision = names.revision_of(spec, options.triton_image)
+    revision = names.revision_of(spec, options.triton_image, options.fetcher_image)
     selector = names.selector_labels(name)
     base = dict(
         generation=generation,

@@ -35,14 +35,16 @@ def fit(name: str, limit: int = MAX_LABEL) -> str:
     return f"{name[: limit - 9].rstrip('-.')}-{digest}"
 
 
-def revision_of(spec: Spec, triton_image: str) -> str:
+def revision_of(spec: Spec, triton_image: str, fetcher_image: str = "") -> str:
     """Revision hash of the pod-relevant parts of a parsed spec (replicas, rollout, autoscaling excluded).
 
     Hashing the parsed, defaulted spec means a default filled by the API server and the same default
-    filled by ``parse_spec`` give the same revision.
+    filled by ``parse_spec`` give the same revision. Both images the pod runs are part of it.
     """
     relevant = {k: asdict(getattr(spec, k)) for k in ("model", "serving", "resources", "placement")}
     relevant["image"] = spec.serving.image or triton_image
+    if fetcher_image:
+        relevant["fetcher"] = fetcher_image
     return short_hash(relevant)
 
 

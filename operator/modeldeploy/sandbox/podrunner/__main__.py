@@ -1,0 +1,5 @@
+import sys
+
+from modeldeploy.sandbox.podrunner.runner import main
+
+sys.exit(main())

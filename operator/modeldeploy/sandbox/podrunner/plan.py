@@ -1,0 +1,386 @@
+"""Pod spec -> local processes: command lines, environment, folders, ports. Pure.
+
+A container here is a plain process on the host, so what a container runtime gives for free is
+emulated by rewriting the process's view instead of the filesystem:
+
+- **Volumes** become folders under the pod's folder (``<pod>/volumes/<name>``): an emptyDir is an
+  empty folder, a configMap/secret/projected/downwardAPI volume is a folder of files written from the
+  API, a PVC is ``<pvc_root>/<namespace>/<claim>`` (shared by every pod that mounts the claim, like a
+  ReadWriteMany volume), a hostPath is itself.
+- **Mounts** become a per-container table ``container path -> host path`` (``subPath`` included).
+  Every command-line argument and environment value that is an absolute path under a mount (alone
+  or as the value of ``--flag=value``) is rewritten to the host path. A mount nested inside another
+  mount of the same container (the operator's ``config.pbtxt`` subPath inside ``/models``) becomes a
+  symlink inside the outer mount's folder, created before the container starts.
+- **Ports** (a pod has one network namespace, so a container port number is unique in the pod) are
+  mapped to free loopback ports, kept in the pod annotation :data:`claim.PORTS_ANNOTATION`.
+- **Images** are not run: the Triton image's ``tritonserver`` is the PyPI wheel's binary
+  (:mod:`.triton`), the modeldeploy image's entrypoint ``modeldeploy`` is ``python -m modeldeploy``.
+
+Not emulated (documented in docs/podrunner.md): ``/dev/shm`` mounts (the host's is used), user and
+security contexts, resource limits, ``readOnly``, DNS and service environment variables.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from modeldeploy.sandbox.podrunner import claim, triton
+
+DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+#: Mount paths left to the host (no per-pod folder makes sense there).
+HOST_MOUNTS = ("/dev/shm",)
+
+Lookup = Callable[[str, str], "dict[str, Any] | None"]
+"""``lookup(kind, name)`` -> the object (ConfigMap, Secret) in the pod's namespace, or None if absent.
+For ``kind == "ServiceAccountToken"`` it returns ``{"token": ...}`` for the named service account."""
+
+
+class PlanError(Exception):
+    """The pod cannot be started as specified; ``reason`` is what the container's waiting state says
+    (kubelet's vocabulary: CreateContainerConfigError, CreateContainerError, ErrImageNeverPull)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """Runner-wide settings: where pods live, and the local stand-ins for the images."""
+
+    pods_root: Path
+    pvc_root: Path
+    triton_binary: Path
+    backend_dir: Path
+    python: str
+    base_env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Mount:
+    container_path: str
+    host_path: str
+
+
+@dataclass(frozen=True)
+class ProcessPlan:
+    """Everything needed to start one container as a process."""
+
+    name: str
+    kind: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    mounts: list[Mount]
+    links: list[tuple[str, str]]
+    """(link path, target): nested mounts, created as symlinks before start."""
+    termination_log: str
+    folders: list[str]
+    """Host folders to create before start (cwd, emptyDirs, PVC folders, the termination log's)."""
+
+
+def pod_dir(config: HostConfig, pod: dict[str, Any]) -> Path:
+    meta = pod["metadata"]
+    return config.pods_root / f"{meta['namespace']}_{meta['name']}_{meta.get('uid', '')[:8]}"
+
+
+# --- volumes ---------------------------------------------------------------------------------------
+
+def volume_host_path(config: HostConfig, pod: dict[str, Any], volume: dict[str, Any]) -> str:
+    if "persistentVolumeClaim" in volume:
+        claim_name = volume["persistentVolumeClaim"]["claimName"]
+        return str(config.pvc_root / pod["metadata"]["namespace"] / claim_name)
+    if "hostPath" in volume:
+        return volume["hostPath"]["path"]
+    return str(pod_dir(config, pod) / "volumes" / volume["name"])
+
+
+def _decoded(obj: dict[str, Any], kind: str) -> dict[str, bytes]:
+    out = {k: v.encode() for k, v in (obj.get("data") or {}).items()} if kind == "ConfigMap" else {}
+    if kind == "Secret":
+        out.update({k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()})
+        out.update({k: v.encode() for k, v in (obj.get("stringData") or {}).items()})
+    out.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
+    return out
+
+
+def _keyed_files(source: dict[str, Any], kind: str, name: str, lookup: Lookup) -> dict[str, bytes]:
+    obj = lookup(kind, name)
+    if obj is None:
+        if source.get("optional"):
+            return {}
+        raise PlanError("CreateContainerConfigError", f"{kind.lower()} {name!r} not found")
+    data = _decoded(obj, kind)
+    items = source.get("items")
+    if not items:
+        return data
+    files = {}
+    for item in items:
+        if item["key"] not in data:
+            if source.get("optional"):
+                continue
+            raise PlanError("CreateContainerConfigError", f"{kind.lower()} {name!r} has no key {item['key']!r}")
+        files[item["path"]] = data[item["key"]]
+    return files
+
+
+def _field(pod: dict[str, Any], path: str) -> str:
+    """Downward API ``fieldRef.fieldPath`` (what the kubelet supports), with the runner's addresses."""
+    meta, spec = pod["metadata"], pod.get("spec") or {}
+    simple = {
+        "metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace"),
+        "metadata.uid": meta.get("uid"), "spec.nodeName": spec.get("nodeName"),
+        "spec.serviceAccountName": spec.get("serviceAccountName"),
+        "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1", "status.podIPs": "127.0.0.1",
+        "status.hostIPs": "127.0.0.1",
+    }
+    if path in simple:
+        return simple[path] or ""
+    for prefix, source in (("metadata.labels", meta.get("labels")), ("metadata.annotations", meta.get("annotations"))):
+        if path == prefix:
+            return "\n".join(f'{k}="{v}"' for k, v in sorted((source or {}).items()))
+        if path.startswith(prefix + "['") and path.endswith("']"):
+            return (source or {}).get(path[len(prefix) + 2:-2], "")
+    raise PlanError("CreateContainerConfigError", f"fieldRef {path!r} is not supported by the pod runner")
+
+
+def volume_files(pod: dict[str, Any], volume: dict[str, Any], lookup: Lookup) -> dict[str, bytes] | None:
+    """Files (relative path -> content) of an API-backed volume, or None for a plain folder volume."""
+    if "configMap" in volume:
+        src = volume["configMap"]
+        return _keyed_files(src, "ConfigMap", src["name"], lookup)
+    if "secret" in volume:
+        src = volume["secret"]
+        return _keyed_files(src, "Secret", src["secretName"], lookup)
+    if "downwardAPI" in volume:
+        return {i["path"]: _field(pod, i["fieldRef"]["fieldPath"]).encode()
+                for i in volume["downwardAPI"].get("items", []) if "fieldRef" in i}
+    if "projected" in volume:
+        files: dict[str, bytes] = {}
+        for src in volume["projected"].get("sources") or []:
+            if "configMap" in src:
+                files.update(_keyed_files(src["configMap"], "ConfigMap", src["configMap"]["name"], lookup))
+            elif "secret" in src:
+                files.update(_keyed_files(src["secret"], "Secret", src["secret"]["name"], lookup))
+            elif "downwardAPI" in src:
+                files.update({i["path"]: _field(pod, i["fieldRef"]["fieldPath"]).encode()
+                              for i in src["downwardAPI"].get("items", []) if "fieldRef" in i})
+            elif "serviceAccountToken" in src:
+                account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+                token = lookup("ServiceAccountToken", account) or {}
+                files[src["serviceAccountToken"]["path"]] = str(token.get("token", "")).encode()
+        return files
+    if any(k in volume for k in ("emptyDir", "persistentVolumeClaim", "hostPath")):
+        return None
+    kind = next((k for k in volume if k != "name"), "?")
+    raise PlanError("CreateContainerConfigError", f"volume {volume['name']!r}: {kind} is not supported by the pod runner")
+
+
+# --- paths -----------------------------------------------------------------------------------------
+
+def container_mounts(config: HostConfig, pod: dict[str, Any], container: dict[str, Any]) -> list[Mount]:
+    """The container's mount table, host mounts (/dev/shm) left out."""
+    volumes = {v["name"]: v for v in (pod.get("spec") or {}).get("volumes") or []}
+    mounts = []
+    for vm in container.get("volumeMounts") or []:
+        if vm["mountPath"].rstrip("/") in HOST_MOUNTS:
+            continue
+        if vm["name"] not in volumes:
+            raise PlanError("CreateContainerConfigError", f"volumeMount {vm['name']!r}: no such volume in the pod")
+        host = volume_host_path(config, pod, volumes[vm["name"]])
+        if vm.get("subPath"):
+            host = posixpath.join(host, vm["subPath"])
+        mounts.append(Mount(posixpath.normpath(vm["mountPath"]), host))
+    return mounts
+
+
+def to_host(path: str, mounts: Sequence[Mount]) -> str | None:
+    """The host path for an absolute container path, by the longest mount that contains it.
+
+    >>> m = [Mount("/models", "/p/v/repo"), Mount("/models/d/config.pbtxt", "/p/v/cfg/config.pbtxt")]
+    >>> to_host("/models/d/1/model.onnx", m), to_host("/models/d/config.pbtxt", m), to_host("/etc/x", m)
+    ('/p/v/repo/d/1/model.onnx', '/p/v/cfg/config.pbtxt', None)
+    >>> to_host("/modelsX", m) is None
+    True
+    """
+    if not path.startswith("/"):
+        return None
+    best = None
+    for m in mounts:
+        cp = m.container_path
+        if path == cp or path.startswith(cp.rstrip("/") + "/"):
+            if best is None or len(cp) > len(best.container_path):
+                best = m
+    if best is None:
+        return None
+    rest = path[len(best.container_path):].lstrip("/")
+    return posixpath.join(best.host_path, rest) if rest else best.host_path
+
+
+def translate_arg(arg: str, mounts: Sequence[Mount]) -> str:
+    """An argument with its path (whole, or the value of ``--flag=value``) moved to the host.
+
+    >>> m = [Mount("/models", "/p/repo")]
+    >>> translate_arg("--model-repository=/models", m), translate_arg("/models/x", m), translate_arg("fetch", m)
+    ('--model-repository=/p/repo', '/p/repo/x', 'fetch')
+    """
+    if arg.startswith("-") and "=" in arg:
+        flag, value = arg.split("=", 1)
+        host = to_host(value, mounts)
+        return f"{flag}={host}" if host else arg
+    return to_host(arg, mounts) or arg
+
+
+def nested_links(mounts: Sequence[Mount]) -> list[tuple[str, str]]:
+    """Mounts lying inside another mount: (where the link goes on the host, its target).
+
+    >>> nested_links([Mount("/models", "/p/repo"), Mount("/models/d/config.pbtxt", "/p/cfg/config.pbtxt")])
+    [('/p/repo/d/config.pbtxt', '/p/cfg/config.pbtxt')]
+    """
+    links = []
+    for inner in mounts:
+        outer = [m for m in mounts if m is not inner
+                 and inner.container_path.startswith(m.container_path.rstrip("/") + "/")]
+        if outer:
+            parent = max(outer, key=lambda m: len(m.container_path))
+            rest = inner.container_path[len(parent.container_path):].lstrip("/")
+            links.append((posixpath.join(parent.host_path, rest), inner.host_path))
+    return links
+
+
+# --- ports -----------------------------------------------------------------------------------------
+
+def wanted_ports(pod: dict[str, Any]) -> list[int]:
+    """Every container port of the pod, plus the ports tritonserver binds without declaring them."""
+    ports: list[int] = []
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        ports += [p["containerPort"] for p in c.get("ports") or []]
+        if claim.image_kind(c.get("image", "")) == claim.TRITON:
+            ports += triton.triton_ports([*(c.get("command") or []), *(c.get("args") or [])])
+    return sorted(set(ports))
+
+
+def assign_ports(wanted: Sequence[int], recorded: str | None, free: Iterator[int]) -> dict[int, int]:
+    """Container port -> loopback port: the recorded annotation's choices kept, new ports from ``free``.
+
+    >>> assign_ports([8000, 8001], '{"8000": 41000}', iter([42000, 42001]))
+    {8000: 41000, 8001: 42000}
+    """
+    try:
+        known = {int(k): int(v) for k, v in json.loads(recorded or "{}").items()}
+    except (ValueError, TypeError, AttributeError):
+        known = {}
+    return {port: known[port] if port in known else next(free) for port in wanted}
+
+
+def ports_annotation(ports: Mapping[int, int]) -> str:
+    return json.dumps({str(k): v for k, v in sorted(ports.items())}, separators=(",", ":"))
+
+
+def named_port(pod: dict[str, Any], container: dict[str, Any], port: int | str) -> int:
+    """A probe's ``port`` (number or name of one of the container's ports) as a container port."""
+    if isinstance(port, int) or str(port).isdigit():
+        return int(port)
+    for p in container.get("ports") or []:
+        if p.get("name") == port:
+            return int(p["containerPort"])
+    raise PlanError("CreateContainerConfigError", f"container {container['name']!r} has no port named {port!r}")
+
+
+# --- env and argv ----------------------------------------------------------------------------------
+
+def container_env(pod: dict[str, Any], container: dict[str, Any], mounts: Sequence[Mount],
+                  lookup: Lookup, base: Mapping[str, str]) -> dict[str, str]:
+    env = dict(base)
+    env["HOSTNAME"] = pod["metadata"]["name"]
+    for src in container.get("envFrom") or []:
+        prefix = src.get("prefix", "")
+        if "configMapRef" in src:
+            ref, kind = src["configMapRef"], "ConfigMap"
+        else:
+            ref, kind = src["secretRef"], "Secret"
+        obj = lookup(kind, ref["name"])
+        if obj is None:
+            if ref.get("optional"):
+                continue
+            raise PlanError("CreateContainerConfigError", f"{kind.lower()} {ref['name']!r} not found")
+        env.update({prefix + k: v.decode(errors="replace") for k, v in _decoded(obj, kind).items()})
+    for var in container.get("env") or []:
+        name = var["name"]
+        if "valueFrom" not in var:
+            value = var.get("value", "")
+            env[name] = to_host(value, mounts) or value
+            continue
+        vf = var["valueFrom"]
+        if "fieldRef" in vf:
+            env[name] = _field(pod, vf["fieldRef"]["fieldPath"])
+        elif "configMapKeyRef" in vf or "secretKeyRef" in vf:
+            kind = "ConfigMap" if "configMapKeyRef" in vf else "Secret"
+            ref = vf.get("configMapKeyRef") or vf["secretKeyRef"]
+            obj = lookup(kind, ref["name"])
+            data = _decoded(obj, kind) if obj is not None else {}
+            if ref["key"] in data:
+                env[name] = data[ref["key"]].decode(errors="replace")
+            elif not ref.get("optional"):
+                raise PlanError("CreateContainerConfigError",
+                                f"env {name}: {kind.lower()} {ref['name']!r} key {ref['key']!r} not found")
+        else:
+            raise PlanError("CreateContainerConfigError", f"env {name}: {next(iter(vf))} is not supported")
+    return env
+
+
+def _argv(config: HostConfig, container: dict[str, Any], mounts: Sequence[Mount], ports: Mapping[int, int]) -> list[str]:
+    kind = claim.image_kind(container.get("image", ""))
+    command, args = list(container.get("command") or []), list(container.get("args") or [])
+    if kind == claim.TRITON:
+        # NVIDIA's image runs its entrypoint script, which execs the command line it is given.
+        line = [translate_arg(a, mounts) for a in command + args]
+        if not line or posixpath.basename(line[0]) != "tritonserver":
+            raise PlanError("CreateContainerError",
+                            f"container {container['name']!r}: the pod runner runs only `tritonserver ...` "
+                            f"from the Triton image, not {line[:1]}")
+        return triton.triton_argv(line, config.triton_binary, config.backend_dir, ports)
+    if kind == claim.MODELDEPLOY:
+        line = (command or ["modeldeploy"]) + args
+        if posixpath.basename(line[0]) != "modeldeploy":
+            raise PlanError("CreateContainerError",
+                            f"container {container['name']!r}: the pod runner runs only the `modeldeploy` "
+                            f"entrypoint of the modeldeploy image, not {line[:1]}")
+        return [config.python, "-m", "modeldeploy", *(translate_arg(a, mounts) for a in line[1:])]
+    raise PlanError("ErrImageNeverPull",
+                    f"image {container.get('image')!r}: the pod runner runs only the Triton and modeldeploy images")
+
+
+def plan_container(config: HostConfig, pod: dict[str, Any], container: dict[str, Any],
+                   ports: Mapping[int, int], lookup: Lookup) -> ProcessPlan:
+    """How to start ``container`` of ``pod`` as a local process. Raises PlanError."""
+    base = pod_dir(config, pod) / "containers" / container["name"]
+    mounts = container_mounts(config, pod, container)
+    term_path = container.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH
+    termination_log = str(base / "termination-log")
+    mounts_with_log = [*mounts, Mount(term_path, termination_log)]
+    cwd = (to_host(container["workingDir"], mounts) if container.get("workingDir") else None) or str(base / "rootfs")
+    volumes = {v["name"]: v for v in (pod.get("spec") or {}).get("volumes") or []}
+    folders = [cwd, str(base)]
+    for vm in container.get("volumeMounts") or []:
+        vol = volumes.get(vm["name"], {})
+        if "emptyDir" in vol or "persistentVolumeClaim" in vol:
+            folders.append(volume_host_path(config, pod, vol))
+    return ProcessPlan(
+        name=container["name"],
+        kind=claim.image_kind(container.get("image", "")) or "",
+        argv=_argv(config, container, mounts_with_log, ports),
+        env=container_env(pod, container, mounts_with_log, lookup, config.base_env),
+        cwd=cwd,
+        mounts=mounts,
+        links=nested_links(mounts),
+        termination_log=termination_log,
+        folders=sorted(set(folders)),
+    )

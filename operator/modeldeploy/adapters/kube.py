@@ -104,12 +104,7 @@ class Kube:
             if err.status != 404:
                 raise
 
-    def unschedulable_message(self, namespace: str, label_selector: str) -> str | None:
-        """The scheduler's message for the first pending, unschedulable pod matching the selector."""
-        pods = self._call("list", f"Pods in {namespace}", self.core.list_namespaced_pod, namespace,
-                          label_selector=label_selector, field_selector="status.phase=Pending")
-        for pod in pods.get("items", []):
-            for cond in (pod.get("status") or {}).get("conditions") or []:
-                if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
-                    return cond.get("message") or "Unschedulable"
-        return None
+    def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        out = self._call("list", f"Pods in {namespace}", self.core.list_namespaced_pod, namespace,
+                         label_selector=label_selector)
+        return out.get("items", [])

@@ -40,7 +40,7 @@ class Observation:
     unimplemented: tuple[str, ...] = ()
     spec_error: str | None = None  # message naming the field
     apply_error: str | None = None
-    unschedulable: str | None = None  # scheduler message of a pending pod, if any
+    pod_problem: tuple[str, str] | None = None  # (reason, message) from policy.pods.diagnose_pods
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -70,8 +70,8 @@ def _deployment_progress(obs: Observation, previous_phase: str | None
     progressing = find(dep_conditions, "Progressing")
     if progressing and progressing.get("reason") == "ProgressDeadlineExceeded":
         msg = f"Deployment {obs.deployment_name} exceeded its progress deadline: {progress}"
-        if obs.unschedulable:
-            msg += f"; pods unschedulable: {obs.unschedulable}"
+        if obs.pod_problem:
+            msg += f"; {obs.pod_problem[1]}"
         return (c.PHASE_FAILED, Condition(c.COND_READY, False, c.REASON_PROGRESS_DEADLINE, msg),
                 Condition(c.COND_RECONCILING, False, c.REASON_PROGRESS_DEADLINE, msg),
                 Condition(c.COND_STALLED, True, c.REASON_PROGRESS_DEADLINE, msg), counts)
@@ -90,9 +90,9 @@ def _deployment_progress(obs: Observation, previous_phase: str | None
 
     rolling = observed < dep_gen or updated < want or replicas > want
     reason = c.REASON_ROLLING_OUT if rolling else c.REASON_SCALING
-    if obs.unschedulable:
-        reason = c.REASON_UNSCHEDULABLE
-        progress += f"; pods unschedulable: {obs.unschedulable}"
+    if obs.pod_problem:
+        reason = obs.pod_problem[0]
+        progress += f"; {obs.pod_problem[1]}"
     # Degraded means "was serving fully, lost replicas"; short of Ready on the way up is Progressing.
     was_serving = previous_phase in (c.PHASE_READY, c.PHASE_DEGRADED)
     phase = c.PHASE_DEGRADED if was_serving and not rolling and available > 0 else c.PHASE_PROGRESSING

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 from modeldeploy.api import constants as c
 from modeldeploy.api.spec import SpecError, parse_spec, unimplemented_fields
 from modeldeploy.adapters.kube import Kube, KubeError
+from modeldeploy.policy.pods import diagnose_pods
 from modeldeploy.policy.status import Observation, compute_status, status_changed, transition_event
 from modeldeploy.render import names
 from modeldeploy.render.triton import Owner, RenderOptions, render_children
@@ -78,11 +79,11 @@ def reconcile(kube: Kube, body: Mapping[str, Any], options: RenderOptions, now: 
             obs = Observation(**base, apply_error=str(err))
             return _finish(kube, namespace, name, previous, obs, now, retry=str(err))
 
-    unschedulable = None
+    problem = None
     dstatus = (deployment or {}).get("status") or {}
     if dstatus.get("availableReplicas", 0) < spec.desired_replicas:
-        unschedulable = kube.unschedulable_message(namespace, _selector_string(selector))
-    obs = Observation(**base, deployment=deployment, unschedulable=unschedulable)
+        problem = diagnose_pods(kube.list_pods(namespace, _selector_string(selector)))
+    obs = Observation(**base, deployment=deployment, pod_problem=problem)
     result = _finish(kube, namespace, name, previous, obs, now, retry=None,
                      deployment_generation=(deployment or {}).get("metadata", {}).get("generation"))
     # Prune only on a status change into Ready: a finished rollout; steady-state events cost no list call.

@@ -44,6 +44,7 @@ NAMESPACED_RULES = {
     ("apps", "deployments", "list"),
     ("apps", "deployments", "watch"),
     ("", "pods", "list"),
+    ("", "pods", "watch"),
     ("", "events", "create"),
     ("", "events", "patch"),
 }

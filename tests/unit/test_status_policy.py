@@ -113,6 +113,14 @@ def test_transition_time_moves_only_when_status_flips():
     assert transition_event(progressing, ready) == ("Normal", "Ready", "phase Progressing -> Ready: 2/2 replicas available")
 
 
+def test_progress_deadline_keeps_the_pod_cause_on_ready():
+    status = compute_status(obs(dep(available=0, progressing_reason="ProgressDeadlineExceeded"),
+                                pod_problem=("ModelFetchFailed", "model fetch failed: 404")), None, T0)
+    assert conds(status)["Ready"] == ("False", "ModelFetchFailed")
+    assert conds(status)["Stalled"] == ("True", "ProgressDeadlineExceeded")
+    assert "404" in next(x for x in status["conditions"] if x["type"] == "Stalled")["message"]
+
+
 def test_failed_transition_is_a_warning():
     failed = compute_status(obs(dep(available=0, progressing_reason="ProgressDeadlineExceeded")), None, T0)
     assert transition_event({"phase": "Progressing"}, failed)[0] == "Warning"

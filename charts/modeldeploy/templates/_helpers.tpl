@@ -78,10 +78,11 @@ Widening any of these fails tests/unit/test_chart.py on purpose.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["create", "patch", "list", "watch"]
-# Kube.unschedulable_message lists pending pods to report the scheduler's message in status.
+# Kube.list_pods reads the serving pods to report why they are not ready (fetch failure, crash loop,
+# unschedulable); Kopf watches serving pods (label managed-by=modeldeploy) for those problems.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # Kopf posts core v1 Events for ModelDeployments (kopf.event and its own warnings).
 - apiGroups: [""]
   resources: ["events"]

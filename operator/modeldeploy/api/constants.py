@@ -20,6 +20,9 @@ LABEL_MODEL = "modeldeploy.io/model"
 LABEL_DEPLOYMENT = "modeldeploy.io/modeldeployment"
 LABEL_REVISION = "modeldeploy.io/revision"
 LABEL_TRACK = "modeldeploy.io/track"
+# Full ModelDeployment name on serving pods (labels are cut at 63 characters), so a pod event can be
+# traced to its owner without walking Pod -> ReplicaSet -> Deployment.
+ANNOTATION_OWNER = "modeldeploy.io/modeldeployment"
 
 MANAGED_BY = "modeldeploy"
 COMPONENT_PREDICTOR = "predictor"

@@ -6,6 +6,8 @@
   Deployment's generation moved since our last apply, the event is a status change and only the
   status is refreshed (no apply). Drift that does not bump the Deployment's generation (labels,
   annotations) is taken back at the next spec change or operator restart.
+- an event of a serving pod that has a problem (see policy/pods.py) -> reconcile its owner, so a
+  failed model fetch shows in status without waiting for the Deployment's progress deadline.
 
 Handlers are sync functions: Kopf runs them in its thread pool, so the sync Kubernetes client does not
 block the event loop. A per-object lock keeps the two entry points from reconciling the same
@@ -25,6 +27,7 @@ from kubernetes import config as kube_config
 
 from modeldeploy.api import constants as c
 from modeldeploy.adapters.kube import Kube
+from modeldeploy.policy.pods import diagnose_pods
 from modeldeploy.reconcile.modeldeployment import reconcile
 from modeldeploy.render.triton import DEFAULT_TRITON_IMAGE, RenderOptions
 
@@ -121,3 +124,18 @@ def on_deployment_event(body: kopf.Body, type: str | None, namespace: str, logge
     except kopf.TemporaryError as err:
         # Event handlers are not retried by Kopf; the ModelDeployment's own handler retries.
         logger.warning("reconcile of %s/%s after a Deployment event failed: %s", namespace, owner, err)
+
+
+@kopf.on.event("", "v1", "pods", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
+def on_pod_event(body: kopf.Body, type: str | None, namespace: str, logger, **_: Any) -> None:
+    """A serving pod in trouble (model fetch failed, crash loop, unschedulable) changes no Deployment
+    status, so no Deployment event would tell the operator; healthy pod events cost nothing here."""
+    if type == "DELETED" or _kube is None or diagnose_pods([body]) is None:
+        return
+    owner = (body.get("metadata", {}).get("annotations") or {}).get(c.ANNOTATION_OWNER)
+    if not owner:
+        return
+    try:
+        _reconcile(namespace, owner, logger)
+    except kopf.TemporaryError as err:
+        logger.warning("reconcile of %s/%s after a pod event failed: %s", namespace, owner, err)

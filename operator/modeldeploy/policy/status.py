@@ -70,9 +70,11 @@ def _deployment_progress(obs: Observation, previous_phase: str | None
     progressing = find(dep_conditions, "Progressing")
     if progressing and progressing.get("reason") == "ProgressDeadlineExceeded":
         msg = f"Deployment {obs.deployment_name} exceeded its progress deadline: {progress}"
+        ready_reason = c.REASON_PROGRESS_DEADLINE
         if obs.pod_problem:
             msg += f"; {obs.pod_problem[1]}"
-        return (c.PHASE_FAILED, Condition(c.COND_READY, False, c.REASON_PROGRESS_DEADLINE, msg),
+            ready_reason = obs.pod_problem[0]  # the cause is more useful to a reader of Ready than the symptom
+        return (c.PHASE_FAILED, Condition(c.COND_READY, False, ready_reason, msg),
                 Condition(c.COND_RECONCILING, False, c.REASON_PROGRESS_DEADLINE, msg),
                 Condition(c.COND_STALLED, True, c.REASON_PROGRESS_DEADLINE, msg), counts)
 

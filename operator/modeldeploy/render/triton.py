@@ -283,6 +283,7 @@ def render_deployment(
                 "metadata": {
                     "labels": pod_labels,
                     "annotations": {
+                        c.ANNOTATION_OWNER: owner.name,
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(c.METRICS_PORT),
                     },

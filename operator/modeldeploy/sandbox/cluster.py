@@ -52,7 +52,7 @@ from .kubeapi import KubeHttp, KubeHttpError
 CLUSTER_NAME = "modeldeploy"
 CONTEXT_NAME = f"kwok-{CLUSTER_NAME}"
 RUNNER_NODE = "local-0"
-RUNNER_GPUS = 2
+RUNNER_GPUS = 4
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller")
 """Start order; kwokctl names pid and log files after these."""
 ADVERTISE_ADDRESS = "192.0.2.1"

@@ -1,0 +1,116 @@
+"""Real inference through what the operator deploys: Triton run by the sandbox's pod runner.
+
+The ModelDeployment opts into the runner's node (node selector on the `local` pool plus a toleration
+of the runner taint, both ordinary spec.placement fields). The operator renders its usual Deployment;
+the runner executes the fetch-model init container (`modeldeploy fetch`) and tritonserver from the
+nvidia-pytriton wheel (CPU, python backend running the ONNX model through onnxruntime), and the pod
+is Ready only once Triton's /v2/health/ready answered. The test then classifies the digits held-out
+split through Triton's HTTP API.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from kubernetes import client
+
+from modeldeploy.api import constants as c
+from modeldeploy.sandbox.podrunner import claim
+
+from .conftest import wait_for
+from .test_operator import condition, create_md, get_md, pods_of, wait_ready
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def digits_model(tmp_path_factory):
+    from modeldeploy.models.digits import build
+
+    out = tmp_path_factory.mktemp("digits")
+    report = build(out)
+    return out, report
+
+
+@pytest.fixture(scope="module")
+def runner_node(api, sandbox):
+    node = client.CoreV1Api(api).read_node("local-0")
+    assert any(cnd.type == "Ready" and cnd.status == "True" for cnd in node.status.conditions), \
+        "the sandbox's pod runner (node local-0) is not Ready: is nvidia-pytriton installed (pip install '.[sandbox]')?"
+    return node.metadata.name
+
+
+def local_md(name: str, uri: str, **model) -> dict:
+    return {
+        "apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": uri, "format": "onnx", "name": "digits", **model},
+            "serving": {"maxBatchSize": 64, "dynamicBatching": {"maxQueueDelayMicroseconds": 100}},
+            "resources": {"gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}},
+            "placement": {
+                "nodeSelector": {"modeldeploy.io/sandbox-pool": claim.POOL},
+                "tolerations": [{"key": claim.RUNNER_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
+            },
+            "replicas": 1,
+        },
+    }
+
+
+def http_port(api, namespace: str, name: str) -> int:
+    pod = next(p for p in pods_of(api, namespace, name) if p.metadata.deletion_timestamp is None)
+    ports = json.loads(pod.metadata.annotations[claim.PORTS_ANNOTATION])
+    return int(ports[str(c.HTTP_PORT)])
+
+
+def test_digits_served_by_triton_answers_with_high_accuracy(api, operator, namespace, runner_node, digits_model):
+    import tritonclient.http as httpclient
+
+    out, _ = digits_model
+    model = out / "model.onnx"
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    create_md(api, namespace, local_md("digits", f"file://{model}", sha256=sha))
+    md = wait_ready(api, namespace, "digits", timeout=120)
+    pod = pods_of(api, namespace, "digits")[0]
+    assert pod.spec.node_name == runner_node
+
+    data = np.load(out / "digits_test.npz")
+    x, y = data["x_test"].astype(np.float32), data["y_test"]
+    triton = httpclient.InferenceServerClient(f"127.0.0.1:{http_port(api, namespace, 'digits')}")
+    assert triton.is_model_ready("digits", str(md["status"]["model"]["version"]))
+    predictions = []
+    for start in range(0, len(x), 32):
+        batch = x[start:start + 32]
+        inp = httpclient.InferInput("input", list(batch.shape), "FP32")
+        inp.set_data_from_numpy(batch)
+        result = triton.infer("digits", [inp], outputs=[httpclient.InferRequestedOutput("probs")])
+        predictions.append(result.as_numpy("probs").argmax(axis=1))
+    accuracy = float((np.concatenate(predictions) == y).mean())
+    assert accuracy >= 0.97, accuracy
+    stats = triton.get_inference_statistics("digits")["model_stats"][0]
+    triton.close()  # an open keep-alive connection would make Triton wait at shutdown
+    assert int(stats["inference_count"]) == len(x)
+
+
+@pytest.mark.parametrize("case", ["missing file", "bad checksum"])
+def test_fetch_failure_is_reported_in_status(api, operator, namespace, runner_node, digits_model, case):
+    out, _ = digits_model
+    if case == "missing file":
+        body = local_md("broken", f"file://{out}/no-such-model.onnx")
+        expected = "no-such-model.onnx"
+    else:
+        body = local_md("broken", f"file://{out}/model.onnx", sha256="0" * 64)
+        expected = "0" * 64
+    create_md(api, namespace, copy.deepcopy(body))
+
+    def failed():
+        md = get_md(api, namespace, "broken")
+        ready = condition(md, "Ready")
+        return md if ready.get("reason") == c.REASON_FETCH_FAILED else None
+    md = wait_for(failed, 90, what="Ready reason ModelFetchFailed")
+    message = condition(md, "Ready")["message"]
+    assert "fetch-model" in message and expected in message, message
+    assert md["status"]["phase"] in ("Progressing", "Failed")  # Failed once the progress deadline passed

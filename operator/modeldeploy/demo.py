@@ -71,12 +71,12 @@ def stop_operator(state_dir: Path) -> None:
         pidfile.unlink()
 
 
-def _follow(kubectl, timeout: float = 180) -> bool:
+def _follow(kubectl, name: str, timeout: float = 180) -> bool:
+    """Print each status change of ModelDeployment ``name`` and where its pods land, until Ready."""
     from kubernetes import client, config
 
     api = config.new_client_from_config(config_file=kubectl.kubeconfig)
     custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
-    name = yaml.safe_load(EXAMPLE.read_text())["metadata"]["name"]
     deadline, last, seen_pods = time.monotonic() + timeout, None, set()
     while time.monotonic() < deadline:
         md = custom.get_namespaced_custom_object(c.GROUP, c.VERSION, "default", c.PLURAL, name)
@@ -103,8 +103,9 @@ class _Kubectl:
     def __init__(self, binary: Path, kubeconfig: Path):
         self.binary, self.kubeconfig = str(binary), str(kubeconfig)
 
-    def __call__(self, *args: str) -> str:
-        out = subprocess.run([self.binary, "--kubeconfig", self.kubeconfig, *args], capture_output=True, text=True)
+    def __call__(self, *args: str, input: str | None = None) -> str:
+        out = subprocess.run([self.binary, "--kubeconfig", self.kubeconfig, *args], capture_output=True, text=True,
+                             input=input)
         if out.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)} failed: {out.stderr.strip()}")
         return out.stdout
@@ -121,29 +122,71 @@ def run_demo(down: bool = False) -> int:
         box.down()
         return 0
 
-    _say("step 1/4: local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok GPU nodes)")
+    _say("step 1/5: local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok GPU nodes)")
     if not box.is_up():
         box.up()
     kubectl = _Kubectl(ensure_kubectl(), Path(box.kubeconfig_path))
     _say("nodes:\n" + kubectl("get", "nodes", "-L", c.GPU_PRODUCT_LABEL))
 
-    _say("step 2/4: install the ModelDeployment CRD")
+    _say("step 2/5: install the ModelDeployment CRD")
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
     kubectl("wait", "--for=condition=Established", "crd/modeldeployments.modeldeploy.io", "--timeout=60s")
 
-    _say("step 3/4: start the operator")
+    _say("step 3/5: start the operator")
     log = start_operator(Path(box.kubeconfig_path), state_dir)
 
-    _say(f"step 4/4: kubectl apply -f {EXAMPLE.relative_to(ROOT)}")
+    _say(f"step 4/5: kubectl apply -f {EXAMPLE.relative_to(ROOT)} (on simulated kwok GPU nodes)")
     kubectl("apply", "-n", "default", "-f", str(EXAMPLE))
-    ok = _follow(kubectl)
-    print(kubectl("get", "modeldeployments", "-n", "default", "-o", "wide"))
-    print(kubectl("get", "pods", "-n", "default", "-o", "wide", "-l", f"{c.LABEL_COMPONENT}=predictor"))
-    if not ok:
-        _say(f"the example did not become Ready in time; operator log: {log}")
+    name = yaml.safe_load(EXAMPLE.read_text())["metadata"]["name"]
+    if not _follow(kubectl, name):
+        _say(f"{name} did not become Ready in time; operator log: {log}")
         return 1
-    _say("the example is Ready. Pods run under kwok (simulated nodes and GPUs): no container runs yet.")
+    print(kubectl("get", "pods", "-n", "default", "-o", "wide", "-l", f"{c.LABEL_INSTANCE}={name}"))
+
+    _say("step 5/5: real inference: the digits CNN served by Triton, run by the sandbox's pod runner")
+    ok = _serve_for_real(kubectl, box)
+    print(kubectl("get", "modeldeployments", "-n", "default", "-o", "wide"))
+    if not ok:
+        _say(f"operator log: {log}")
+        return 1
     _say(f"explore:  export KUBECONFIG={box.kubeconfig_path} PATH={Path(kubectl.binary).parent}:$PATH")
-    _say("          kubectl describe md digits; kubectl explain md.spec")
+    _say("          kubectl describe md digits-live; kubectl explain md.spec")
     _say("stop:     make down")
     return 0
+
+
+def _serve_for_real(kubectl, box) -> bool:
+    """Build the digits model, deploy it onto the runner node, and classify the held-out split."""
+    import numpy as np
+    from kubernetes import client, config
+
+    from modeldeploy.models.digits import build
+    from modeldeploy.sandbox.examples import classify_digits, digits_on_runner, file_sha256, local_http_port
+
+    api = config.new_client_from_config(config_file=kubectl.kubeconfig)
+    core = client.CoreV1Api(api)
+    try:
+        core.read_node("local-0")
+    except client.ApiException:
+        _say("no pod runner in this sandbox (nvidia-pytriton missing): skipping real inference")
+        return False
+    out = Path(box.kubeconfig_path).parent / "digits-model"
+    _say("building the digits model (numpy CNN on scikit-learn's bundled digits, exported to ONNX)")
+    report = build(out)
+    how = "cached" if report["cached"] else "trained in {:.1f}s".format(report["train_seconds"])
+    _say(f"model: held-out accuracy {report['accuracy']:.2%} (numpy), {report['size_bytes']} bytes, {how}")
+    model = out / "model.onnx"
+    body = digits_on_runner("digits-live", model, sha256=file_sha256(model))
+    kubectl("apply", "-n", "default", "-f", "-", input=yaml.safe_dump(body))
+    if not _follow(kubectl, "digits-live", timeout=300):
+        return False
+    pod = next(p for p in core.list_namespaced_pod("default", label_selector=f"{c.LABEL_INSTANCE}=digits-live").items
+               if p.metadata.deletion_timestamp is None)
+    url = f"127.0.0.1:{local_http_port(pod.metadata.annotations)}"
+    data = np.load(out / "digits_test.npz")
+    x, y = data["x_test"], data["y_test"]
+    predictions = classify_digits(url, x)
+    _say(f"Triton at {url} (pod {pod.metadata.name}) classified {len(x)} held-out digits: "
+         f"accuracy {float((predictions == y).mean()):.2%}")
+    _say(f"first ten: predicted {predictions[:10].tolist()}, true {y[:10].tolist()}")
+    return True

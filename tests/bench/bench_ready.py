@@ -72,7 +72,7 @@ def add_bench_nodes(kubeconfig: str, core: client.CoreV1Api, count: int) -> list
 
     def ready():
         ok = set()
-        for node in core.list_node(label_selector=f"modeldeploy.io/sandbox-pool=bench").items:
+        for node in core.list_node(label_selector="modeldeploy.io/sandbox-pool=bench").items:
             if any(cnd.type == "Ready" and cnd.status == "True" for cnd in node.status.conditions or []):
                 ok.add(node.metadata.name)
         return want <= ok
@@ -209,8 +209,8 @@ def main() -> int:
     say(f"operator: {op['seconds']:.1f}s")
 
     print()
-    print(f"| N | plain Deployments Ready | ModelDeployments Ready | ratio | operator peak RSS | "
-          f"operator API requests per ModelDeployment |")
+    print("| N | plain Deployments Ready | ModelDeployments Ready | ratio | operator peak RSS | "
+          "operator API requests per ModelDeployment |")
     print("|---|---|---|---|---|---|")
     per_md = f"{op['requests'] / args.count:.1f}" if "requests" in op else "n/a (no audit log)"
     print(f"| {args.count} | {floor:.1f} s | {op['seconds']:.1f} s | {op['seconds'] / floor:.2f} | "

@@ -72,7 +72,7 @@ def kubectl(kubeconfig):
 
 @pytest.fixture(scope="session")
 def api(kubeconfig):
-    from kubernetes import client, config
+    from kubernetes import config
 
     api_client = config.new_client_from_config(config_file=kubeconfig)
     return api_client

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 
 import numpy as np
 import pytest
 from kubernetes import client
 
 from modeldeploy.api import constants as c
-from modeldeploy.sandbox.podrunner import claim
+from modeldeploy.sandbox.examples import classify_digits, digits_on_runner, local_http_port
 
 from .conftest import wait_for
 from .test_operator import condition, create_md, get_md, pods_of, wait_ready
@@ -44,26 +43,13 @@ def runner_node(api, sandbox):
     return node.metadata.name
 
 
-def local_md(name: str, uri: str, **model) -> dict:
-    return {
-        "apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": {"name": name},
-        "spec": {
-            "model": {"uri": uri, "format": "onnx", "name": "digits", **model},
-            "serving": {"maxBatchSize": 64, "dynamicBatching": {"maxQueueDelayMicroseconds": 100}},
-            "resources": {"gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}},
-            "placement": {
-                "nodeSelector": {"modeldeploy.io/sandbox-pool": claim.POOL},
-                "tolerations": [{"key": claim.RUNNER_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
-            },
-            "replicas": 1,
-        },
-    }
+def local_md(name: str, uri: str, sha256: str | None = None) -> dict:
+    return digits_on_runner(name, "", sha256=sha256, uri=uri)
 
 
 def http_port(api, namespace: str, name: str) -> int:
     pod = next(p for p in pods_of(api, namespace, name) if p.metadata.deletion_timestamp is None)
-    ports = json.loads(pod.metadata.annotations[claim.PORTS_ANNOTATION])
-    return int(ports[str(c.HTTP_PORT)])
+    return local_http_port(pod.metadata.annotations)
 
 
 def test_digits_served_by_triton_answers_with_high_accuracy(api, operator, namespace, runner_node, digits_model):
@@ -79,19 +65,15 @@ def test_digits_served_by_triton_answers_with_high_accuracy(api, operator, names
 
     data = np.load(out / "digits_test.npz")
     x, y = data["x_test"].astype(np.float32), data["y_test"]
-    triton = httpclient.InferenceServerClient(f"127.0.0.1:{http_port(api, namespace, 'digits')}")
-    assert triton.is_model_ready("digits", str(md["status"]["model"]["version"]))
-    predictions = []
-    for start in range(0, len(x), 32):
-        batch = x[start:start + 32]
-        inp = httpclient.InferInput("input", list(batch.shape), "FP32")
-        inp.set_data_from_numpy(batch)
-        result = triton.infer("digits", [inp], outputs=[httpclient.InferRequestedOutput("probs")])
-        predictions.append(result.as_numpy("probs").argmax(axis=1))
-    accuracy = float((np.concatenate(predictions) == y).mean())
+    url = f"127.0.0.1:{http_port(api, namespace, 'digits')}"
+    accuracy = float((classify_digits(url, x) == y).mean())
     assert accuracy >= 0.97, accuracy
-    stats = triton.get_inference_statistics("digits")["model_stats"][0]
-    triton.close()  # an open keep-alive connection would make Triton wait at shutdown
+    triton = httpclient.InferenceServerClient(url)
+    try:
+        assert triton.is_model_ready("digits", str(md["status"]["model"]["version"]))
+        stats = triton.get_inference_statistics("digits")["model_stats"][0]
+    finally:
+        triton.close()
     assert int(stats["inference_count"]) == len(x)
 
 

@@ -133,4 +133,12 @@ def test_status_carries_selector_and_model():
     assert status["selector"] == "a=b"
     assert status["currentRevision"] == "r1"
     assert status["model"] == {"name": "digits", "version": 2}
+    assert "endpoints" not in status  # no namespace known: no address to give
+
+
+def test_status_gives_in_cluster_endpoints():
+    status = compute_status(Observation(generation=1, desired_replicas=1, service_name="digits", namespace="ml",
+                                        deployment=dep(replicas=1, updated=1, ready=1, available=1)), None, T0)
+    assert status["endpoints"] == {"http": "http://digits.ml.svc:8000", "grpc": "digits.ml.svc:8001",
+                                   "metrics": "http://digits.ml.svc:8002/metrics"}
     assert (status["replicas"], status["readyReplicas"]) == (1, 1)

@@ -33,6 +33,7 @@ class Observation:
     revision: str | None = None
     deployment_name: str | None = None
     service_name: str | None = None
+    namespace: str | None = None
     selector: str | None = None
     model_name: str | None = None
     model_version: int | None = None
@@ -149,6 +150,13 @@ def compute_status(obs: Observation, previous: Mapping[str, Any] | None, now: da
             status[key] = value
     if obs.model_name is not None:
         status["model"] = {"name": obs.model_name, "version": obs.model_version}
+    if obs.service_name is not None and obs.namespace is not None:
+        host = f"{obs.service_name}.{obs.namespace}.svc"
+        status["endpoints"] = {
+            "http": f"http://{host}:{c.HTTP_PORT}",
+            "grpc": f"{host}:{c.GRPC_PORT}",
+            "metrics": f"http://{host}:{c.METRICS_PORT}/metrics",
+        }
     return status
 
 

@@ -63,6 +63,7 @@ def reconcile(kube: Kube, body: Mapping[str, Any], options: RenderOptions, now: 
         revision=revision,
         deployment_name=names.deployment_name(name),
         service_name=names.service_name(name),
+        namespace=namespace,
         selector=_selector_string(selector),
         model_name=spec.model.name,
         model_version=spec.model.version,

@@ -1,0 +1,66 @@
+"""ModelDeployments that run for real in the sandbox: placed on the pod runner's node.
+
+They differ from examples/*.yaml only in placement (the runner node's pool selector and a toleration
+of its taint, both ordinary spec.placement fields) and in the model URI, which points at a file the
+sandbox built locally (file://), so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from modeldeploy.api import constants as c
+from modeldeploy.sandbox.podrunner import claim
+
+
+def digits_on_runner(name: str, model_path: Path | str, sha256: str | None = None,
+                     uri: str | None = None) -> dict[str, Any]:
+    """The digits CNN (ONNX) on the runner node, one replica, dynamic batching up to 64."""
+    model: dict[str, Any] = {"uri": uri or f"file://{model_path}", "format": "onnx", "name": "digits"}
+    if sha256:
+        model["sha256"] = sha256
+    return {
+        "apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": {"name": name},
+        "spec": {
+            "model": model,
+            "serving": {"maxBatchSize": 64, "dynamicBatching": {"maxQueueDelayMicroseconds": 100}},
+            "resources": {"gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}},
+            "placement": {
+                "nodeSelector": {"modeldeploy.io/sandbox-pool": claim.POOL},
+                "tolerations": [{"key": claim.RUNNER_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
+            },
+            "replicas": 1,
+        },
+    }
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def local_http_port(pod_annotations: dict[str, str] | None) -> int:
+    """Loopback port of a runner pod's Triton HTTP port (the runner records the mapping on the pod)."""
+    import json
+
+    return int(json.loads((pod_annotations or {})[claim.PORTS_ANNOTATION])[str(c.HTTP_PORT)])
+
+
+def classify_digits(url: str, x, model: str = "digits", batch: int = 32):
+    """Class predictions for images ``x`` (N×1×8×8 float32) from Triton at ``url`` (host:port)."""
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    triton = httpclient.InferenceServerClient(url)
+    try:
+        predictions = []
+        for start in range(0, len(x), batch):
+            chunk = np.ascontiguousarray(x[start:start + batch], dtype=np.float32)
+            inp = httpclient.InferInput("input", list(chunk.shape), "FP32")
+            inp.set_data_from_numpy(chunk)
+            result = triton.infer(model, [inp], outputs=[httpclient.InferRequestedOutput("probs")])
+            predictions.append(result.as_numpy("probs").argmax(axis=1))
+        return np.concatenate(predictions)
+    finally:
+        triton.close()  # an open keep-alive connection would make Triton wait at shutdown

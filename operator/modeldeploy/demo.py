@@ -20,7 +20,6 @@ import yaml
 from modeldeploy.api import constants as c
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD = ROOT / "crds" / "modeldeploy.io_modeldeployments.yaml"
 EXAMPLE = ROOT / "examples" / "digits.yaml"
 
 
@@ -113,6 +112,7 @@ class _Kubectl:
 
 def run_demo(down: bool = False) -> int:
     from modeldeploy.sandbox.cluster import Sandbox
+    from modeldeploy.sandbox.crd import install_crd
     from modeldeploy.sandbox.tools import ensure_kubectl
 
     box = Sandbox()
@@ -129,8 +129,7 @@ def run_demo(down: bool = False) -> int:
     _say("nodes:\n" + kubectl("get", "nodes", "-L", c.GPU_PRODUCT_LABEL))
 
     _say("step 2/5: install the ModelDeployment CRD")
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kubectl("wait", "--for=condition=Established", "crd/modeldeployments.modeldeploy.io", "--timeout=60s")
+    install_crd(box.kubeconfig_path)
 
     _say("step 3/5: start the operator")
     log = start_operator(Path(box.kubeconfig_path), state_dir)

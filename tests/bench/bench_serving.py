@@ -29,8 +29,8 @@ from kubernetes import client, config  # noqa: E402
 from modeldeploy.api import constants as c  # noqa: E402
 from modeldeploy.models.digits import build  # noqa: E402
 from modeldeploy.sandbox.cluster import Sandbox  # noqa: E402
+from modeldeploy.sandbox.crd import install_crd  # noqa: E402
 from modeldeploy.sandbox.examples import digits_on_runner, file_sha256, local_http_port  # noqa: E402
-from modeldeploy.sandbox.tools import ensure_kubectl  # noqa: E402
 
 NAMESPACE = "bench-serving"
 
@@ -107,9 +107,7 @@ def main() -> int:
     if not box.is_up():
         box.up()
     kubeconfig = str(box.kubeconfig_path)
-    subprocess.run([str(ensure_kubectl()), "--kubeconfig", kubeconfig, "apply", "--server-side", "--force-conflicts",
-                    "-f", str(ROOT / "crds" / "modeldeploy.io_modeldeployments.yaml")], check=True,
-                   capture_output=True)
+    install_crd(kubeconfig)
     api = config.new_client_from_config(config_file=kubeconfig)
     core = client.CoreV1Api(api)
     try:

@@ -20,7 +20,6 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD = ROOT / "crds" / "modeldeploy.io_modeldeployments.yaml"
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 60, interval: float = 0.5, what: str = "condition"):
@@ -79,9 +78,10 @@ def api(kubeconfig):
 
 
 @pytest.fixture(scope="session")
-def crd_installed(kubectl):
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kubectl("wait", "--for=condition=Established", "crd/modeldeployments.modeldeploy.io", "--timeout=60s")
+def crd_installed(kubeconfig):
+    from modeldeploy.sandbox.crd import install_crd
+
+    install_crd(kubeconfig)
     return True
 
 

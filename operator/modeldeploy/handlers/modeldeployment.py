@@ -10,8 +10,9 @@
   failed model fetch shows in status without waiting for the Deployment's progress deadline.
 
 Handlers are sync functions: Kopf runs them in its thread pool, so the sync Kubernetes client does not
-block the event loop. A per-object lock keeps the two entry points from reconciling the same
-ModelDeployment at once.
+block the event loop. A per-object lock keeps the entry points from reconciling the same
+ModelDeployment at once; the lock and the last-applied generations are forgotten when the
+ModelDeployment is deleted, so their memory does not grow with churn.
 """
 
 from __future__ import annotations
@@ -139,3 +140,10 @@ def on_pod_event(body: kopf.Body, type: str | None, namespace: str, logger, **_:
         _reconcile(namespace, owner, logger)
     except kopf.TemporaryError as err:
         logger.warning("reconcile of %s/%s after a pod event failed: %s", namespace, owner, err)
+
+
+@kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
+def forget_deleted(type: str | None, namespace: str, name: str, **_: Any) -> None:
+    if type == "DELETED":
+        _applied.pop((namespace, name), None)
+        _locks.pop((namespace, name), None)

@@ -7,12 +7,15 @@ export PYTHONPATH := $(CURDIR)/operator
 
 .PHONY: demo test unit down setup system-deps control-plane bench
 
-# Debian packages: the venv module, and libpython3.11.so.1.0 that Triton's python backend stub links.
+# Debian packages: the venv module, libpython3.11.so.1.0 that Triton's python backend stub links, and
+# prometheus (the sandbox runs /usr/bin/prometheus itself; the package's systemd unit is not used).
 system-deps:
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { echo "[setup] apt-get install python3-venv"; \
 		apt-get update -q && apt-get install -y -q python3-venv; }
 	@ldconfig -p | grep -q 'libpython3.11.so.1.0' || { echo "[setup] apt-get install libpython3.11"; \
 		apt-get update -q && apt-get install -y -q libpython3.11; }
+	@command -v prometheus >/dev/null || { echo "[setup] apt-get install prometheus"; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends prometheus; }
 
 $(VENV)/.installed: pyproject.toml
 	@echo "[setup] python virtualenv in $(VENV) with modeldeploy and its test dependencies"

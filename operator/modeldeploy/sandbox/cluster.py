@@ -18,6 +18,7 @@ Layout under the state dir (default `$MODELDEPLOY_CACHE/sandbox`):
         kubeconfig.yaml                   admin kubeconfig (KUBECONFIG)
         logs/<component>.log              one log per component
         pids/<component>.pid              one pid file per component
+        prometheus/                       Prometheus config, file_sd targets, TSDB, url (when installed)
         pki/, etcd/                       certificates and etcd data
 """
 
@@ -45,6 +46,7 @@ from typing import Any, Iterator, TextIO
 import yaml
 
 from . import binaries, nodes, tools
+from . import prometheus as prom
 from .podrunner import claim
 from .podrunner.triton import TritonNotFound, find_wheel
 from .kubeapi import KubeHttp, KubeHttpError
@@ -355,6 +357,10 @@ class Sandbox:
         ports = self._ports()
         if ports:
             info["ports"] = asdict(ports)
+        # Prometheus hook: reported beside the components (it is optional, so not one of COMPONENTS).
+        prom_pid = self._prometheus_pid()
+        info["prometheus"] = {"url": self.prometheus_url, "pid": prom_pid, "running": prom_pid is not None,
+                              "log": str(self.log_path("prometheus"))}
         if not self.kubeconfig_path.is_file() or running["kube-apiserver"] is None:
             return info
         try:
@@ -398,7 +404,7 @@ class Sandbox:
     def _up(self, timeout: float) -> None:
         if self.is_up():
             self._say(f"sandbox already up (state {self.state_dir})")
-            print(export_line(self.kubeconfig_path), flush=True)
+            print(self.env(), flush=True)
             return
         started = time.monotonic()
         bin_dir = binaries.ensure_control_plane(self.out)
@@ -426,7 +432,9 @@ class Sandbox:
             self._wait_nodes(api, [n["metadata"]["name"] for n in nodes.default_nodes()], deadline)
             self._wait_default_service_account(api, deadline)
             runner = self._start_runner(api, deadline)
+            runner += self._start_prometheus(deadline)  # Prometheus hook: after the runner
         except BaseException:
+            self._stop_prometheus()
             self._stop_runner()
             left = self._stop_pids({c: p for c in COMPONENTS if (p := self._pid(c)) is not None})
             self._say(f"sandbox did not come up; stopped its processes{' except ' + ', '.join(left) if left else ''}."
@@ -434,7 +442,7 @@ class Sandbox:
             raise
         self._say(f"sandbox up in {time.monotonic() - started:.1f}s: 4 simulated nodes Ready "
                   f"(gpu-h100-0, gpu-h100-1, gpu-a100-0, cpu-0); {runner}; logs in {self.logs_dir}")
-        print(export_line(self.kubeconfig_path), flush=True)
+        print(self.env(), flush=True)
 
     # --- pod runner ------------------------------------------------------------------------
     @property
@@ -454,6 +462,8 @@ class Sandbox:
         log = open(self.logs_dir / "podrunner.log", "ab")
         cmd = [sys.executable, "-m", "modeldeploy.sandbox.podrunner", "--kubeconfig", str(self.kubeconfig_path),
                "--root", str(self.workdir / "podrunner"), "--node", RUNNER_NODE, "--gpus", str(RUNNER_GPUS)]
+        if prom.find_binary():  # Prometheus hook: the runner keeps the scrape targets file current
+            cmd += ["--prometheus-targets", str(self.prometheus_dir / prom.TARGETS_FILE)]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.runner_pidfile.parent.mkdir(parents=True, exist_ok=True)
@@ -478,6 +488,53 @@ class Sandbox:
         if left:
             raise SandboxError(f"pod runner (pid {pid}) did not stop", component="podrunner")
         self.runner_pidfile.unlink(missing_ok=True)
+
+    # --- Prometheus (optional: Debian's `prometheus`; see sandbox/prometheus.py) --------------------
+    @property
+    def prometheus_dir(self) -> Path:
+        return self.workdir / "prometheus"
+
+    @property
+    def prometheus_pidfile(self) -> Path:
+        return self.workdir / "pids" / "prometheus.pid"
+
+    def _prometheus_pid(self) -> int | None:
+        try:
+            pid = int(self.prometheus_pidfile.read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    @property
+    def prometheus_url(self) -> str | None:
+        """`http://127.0.0.1:PORT` of the sandbox's Prometheus while it runs, else None."""
+        if self._prometheus_pid() is None:
+            return None
+        try:
+            return (self.prometheus_dir / "url").read_text().strip() or None
+        except OSError:
+            return None
+
+    def _start_prometheus(self, deadline: float) -> str:
+        binary = prom.find_binary()
+        if binary is None:
+            return "; no Prometheus: `prometheus` is not installed (apt-get install prometheus, or make setup)"
+        try:
+            url, pid = prom.start(binary, self.prometheus_dir, self.log_path("prometheus"), self.prometheus_pidfile,
+                                  timeout=max(5.0, deadline - time.monotonic()))
+        except prom.PrometheusError as exc:
+            raise SandboxError(str(exc), component="prometheus", log_path=self.log_path("prometheus")) from exc
+        (self.prometheus_dir / "url").write_text(url)
+        return f"; Prometheus {url} (pid {pid}) scrapes the runner's Triton pods"
+
+    def _stop_prometheus(self) -> None:
+        try:
+            pid = int(self.prometheus_pidfile.read_text())
+        except (OSError, ValueError):
+            return
+        if self._stop_pids({"prometheus": pid}):
+            raise SandboxError(f"prometheus (pid {pid}) did not stop", component="prometheus")
+        self.prometheus_pidfile.unlink(missing_ok=True)
 
     def _kwokctl_create(self, bin_dir: Path, deadline: float) -> None:
         """Run `kwokctl create cluster`, echoing its log; stop early if a component dies.
@@ -625,6 +682,7 @@ class Sandbox:
             if not quiet:
                 self._say(f"sandbox not running (nothing in {self.state_dir})")
             return
+        self._stop_prometheus()  # Prometheus hook
         self._stop_runner()
         pids = {comp: pid for comp in COMPONENTS if (pid := self._pid(comp)) is not None}
         pids.update({f"other:{pid}": pid for pid in self._processes_using_workdir()})
@@ -676,4 +734,6 @@ class Sandbox:
         return found
 
     def env(self) -> str:
-        return export_line(self.kubeconfig_path)
+        """`export KUBECONFIG=...`, plus `export MODELDEPLOY_PROMETHEUS_URL=...` while Prometheus runs."""
+        url = self.prometheus_url
+        return export_line(self.kubeconfig_path) + (f"\nexport MODELDEPLOY_PROMETHEUS_URL={url}" if url else "")

@@ -59,6 +59,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         for name, n in info.get("nodes", {}).items():
             gpu = f"{n['gpus']} x {n['product']}" if n.get("product") else "no GPU"
             print(f"  node {name:<19} {'Ready' if n['ready'] else 'NotReady':<9} {gpu}")
+        prom = info.get("prometheus") or {}
+        if prom.get("url"):
+            print(f"  prometheus               {prom['url']}  log {prom.get('log')}")
         if info.get("error"):
             print(f"error: {info['error']}")
         if info["up"]:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from modeldeploy.sandbox import prometheus
 from modeldeploy.sandbox.kubeapi import KubeHttp, KubeHttpError
 from modeldeploy.sandbox.podrunner import claim, lifecycle, plan, triton
 from modeldeploy.sandbox.podrunner.lifecycle import Run
@@ -93,8 +94,10 @@ def _tail(path: Path, size: int = 8192) -> str:
 class PodRunner:
     def __init__(self, api: KubeHttp, config: plan.HostConfig, node_name: str = "local-0", gpus: int = 1,
                  period: float = 0.5, heartbeat: float = 10.0, clock: Callable[[], float] = time.time,
-                 out: TextIO | None = None):
+                 out: TextIO | None = None, prometheus_targets: Path | None = None):
         self.api, self.config, self.node_name, self.gpus = api, config, node_name, gpus
+        # Prometheus hook: the file_sd targets file rewritten when the Running pods change (None: off).
+        self.prometheus_targets, self._targets_text = prometheus_targets, None
         self.period, self.heartbeat_every, self.clock = period, heartbeat, clock
         self.out = out or sys.stderr
         self.pods: dict[str, PodState] = {}
@@ -183,6 +186,19 @@ class PodRunner:
             state = self.pods.pop(uid)
             self._kill_all(state, grace=0)
             self.say(f"pod {self._name(state.pod)} is gone; its processes are stopped")
+        self.publish_targets()
+
+    def publish_targets(self, pods: list[dict[str, Any]] | None = None) -> None:
+        """Prometheus hook: rewrite the file_sd targets file (atomically) when its content changes."""
+        if self.prometheus_targets is None:
+            return
+        text = prometheus.render_file_sd([s.pod for s in self.pods.values()] if pods is None else pods)
+        if text != self._targets_text:
+            try:
+                prometheus.write_atomic(self.prometheus_targets, text)
+                self._targets_text = text
+            except OSError as exc:  # retried on the next sync; never stops the runner
+                self.say(f"cannot write Prometheus targets {self.prometheus_targets}: {exc}")
 
     @staticmethod
     def _name(pod: dict[str, Any]) -> str:
@@ -410,6 +426,7 @@ class PodRunner:
         controllers replace them), so a stopped runner leaves no Ready node behind."""
         for state in self.pods.values():
             self._kill_all(state, grace=10)
+        self.publish_targets(pods=[])  # Prometheus hook: no pod left to scrape
         if delete_node:
             with contextlib.suppress(KubeHttpError):
                 self.api.request("DELETE", f"/api/v1/nodes/{self.node_name}", ok=(404,))
@@ -441,8 +458,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node", default="local-0")
     parser.add_argument("--gpus", type=int, default=1)
     parser.add_argument("--triton-prefix", help="venv holding nvidia-pytriton (default: this one)")
+    parser.add_argument("--prometheus-targets", type=Path, default=None,
+                        help="file_sd targets file to keep up to date with the Running pods (optional)")
     args = parser.parse_args(argv)
-    runner = PodRunner(KubeHttp(args.kubeconfig), host_config(args.root, args.triton_prefix), args.node, args.gpus)
+    runner = PodRunner(KubeHttp(args.kubeconfig), host_config(args.root, args.triton_prefix), args.node, args.gpus,
+                       prometheus_targets=args.prometheus_targets)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:

@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	@echo "[setup] python virtualenv in $(VENV) with modeldeploy and its test dependencies"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,sandbox,models]'
+	$(PY) -m pip install -q -e '.[test,sandbox,models,compress]'
 	touch $@
 
 control-plane: $(VENV)/.installed

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox_commands.register(sub)
     from modeldeploy.fetch import command as fetch_command
     fetch_command.register(sub)
+    from modeldeploy.compress import command as compress_command
+    compress_command.register(sub)
     return parser
 
 

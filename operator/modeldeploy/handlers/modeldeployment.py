@@ -11,8 +11,10 @@
 
 Handlers are sync functions: Kopf runs them in its thread pool, so the sync Kubernetes client does not
 block the event loop. A per-object lock keeps the entry points from reconciling the same
-ModelDeployment at once; the lock and the last-applied generations are forgotten when the
-ModelDeployment is deleted, so their memory does not grow with churn.
+ModelDeployment at once; the lock and the last-applied generations are forgotten when a reconcile
+finds the ModelDeployment gone (its Deployment's deletion event triggers one), so their memory does
+not grow with churn. (An extra Kopf event handler on ModelDeployments for this made Kopf run the
+creation handler twice for most objects under load: 1.8 instead of 1.0 per object at N=200.)
 """
 
 from __future__ import annotations
@@ -84,7 +86,11 @@ def _reconcile(namespace: str, name: str, logger, deployment: Any = None) -> Non
     with _locks[key]:
         body = _kube.get_model_deployment(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            return  # gone or being deleted: the garbage collector removes the children
+            # Gone or being deleted: the garbage collector removes the children; forget our notes
+            # (the Deployment's deletion event brings us here once more).
+            _applied.pop(key, None)
+            _locks.pop(key, None)
+            return
         generation = body["metadata"].get("generation")
         dep_generation = (deployment or {}).get("metadata", {}).get("generation")
         unchanged = deployment is not None and _applied.get(key) == (generation, dep_generation)
@@ -141,9 +147,3 @@ def on_pod_event(body: kopf.Body, type: str | None, namespace: str, logger, **_:
     except kopf.TemporaryError as err:
         logger.warning("reconcile of %s/%s after a pod event failed: %s", namespace, owner, err)
 
-
-@kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
-def forget_deleted(type: str | None, namespace: str, name: str, **_: Any) -> None:
-    if type == "DELETED":
-        _applied.pop((namespace, name), None)
-        _locks.pop((namespace, name), None)

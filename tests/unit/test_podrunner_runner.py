@@ -233,7 +233,6 @@ def test_unrunnable_image_waits_with_reason(setup):
 
 
 def test_checks_import_without_triton_installed():
-    import modeldeploy.sandbox.podrunner.smoke as smoke
     import modeldeploy.sandbox.podrunner.triton_check as triton_check
 
-    assert callable(smoke.main) and callable(triton_check.main)
+    assert callable(triton_check.main)

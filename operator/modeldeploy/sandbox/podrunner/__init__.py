@@ -16,7 +16,6 @@ Modules (pure unless said otherwise):
   triton            the wheel's tritonserver: backend folder (I/O), argv, config.pbtxt for the CPU
   onnx_python_model Triton python-backend model.py serving model.onnx with onnxruntime
   runner            the loop (I/O): node heartbeat, processes, status patches; ``python -m`` this package
-  smoke             end-to-end check on a sandbox of its own (Triton pod Ready, inference, Init:Error)
   triton_check      the wheel's Triton serving an ONNX model, no cluster
 
 Design, what is emulated and what is not: docs/podrunner.md.

@@ -25,7 +25,28 @@ import urllib.request
 from pathlib import Path
 
 from modeldeploy.sandbox.podrunner import triton
-from modeldeploy.sandbox.podrunner.smoke import build_model
+
+def build_model(path: Path, features: int = 64, classes: int = 10):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((features, classes)).astype(np.float32)
+    b = rng.standard_normal(classes).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "B"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)],
+        "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", features])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", classes])],
+        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, path)
+    return w, b
+
 
 OPERATOR_CONFIG = ('name: "tiny"\nbackend: "onnxruntime"\nmax_batch_size: 32\n'
                    'version_policy: { specific: { versions: [ 1 ] } }\n'

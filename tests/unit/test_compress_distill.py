@@ -14,22 +14,9 @@ import pytest
 from modeldeploy.compress import distill, students
 from modeldeploy.models import _nn, digits
 
-
-def numeric_grad(f, a, eps=1e-6):
-    g = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + eps
-        plus = f()
-        a[i] = old - eps
-        minus = f()
-        a[i] = old
-        g[i] = (plus - minus) / (2 * eps)
-    return g
+from .gradcheck import numeric_grad, rel_error
 
 
-def rel_error(a, b):
-    return np.abs(a - b).max() / max(1e-8, np.abs(a).max() + np.abs(b).max())
 
 
 # --- the loss -------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from modeldeploy import termination
+
 from modeldeploy.api.spec import parse_spec
 from modeldeploy.cli import build_parser, main
 from modeldeploy.fetch import command
@@ -58,7 +60,7 @@ def test_failure_writes_the_cause_to_the_termination_log(tmp_path, capsys):
 
 def test_termination_log_path_from_env(tmp_path, monkeypatch):
     log = tmp_path / "from-env"
-    monkeypatch.setenv(command.TERMINATION_LOG_ENV, str(log))
+    monkeypatch.setenv(termination.TERMINATION_LOG_ENV, str(log))
     code = run("--uri", "ftp://x/m", "--format", "onnx", "--name", "m", "--version", "1",
                "--repository", str(tmp_path))
     assert code == 1
@@ -81,12 +83,12 @@ def test_unexpected_error_still_leaves_a_cause(tmp_path, monkeypatch):
 
 def test_termination_message_is_cut_to_what_the_kubelet_keeps(tmp_path):
     log = tmp_path / "log"
-    assert command.write_termination_log(str(log), "x" * 10_000)
-    assert len(log.read_text()) == command.MAX_TERMINATION_MESSAGE + 1
+    assert termination.write_termination_log(str(log), "x" * 10_000)
+    assert len(log.read_text()) == termination.MAX_TERMINATION_MESSAGE + 1
 
 
 def test_unwritable_termination_log_is_not_fatal(tmp_path, capsys):
-    assert not command.write_termination_log(str(tmp_path / "no" / "such" / "dir"), "cause")
+    assert not termination.write_termination_log(str(tmp_path / "no" / "such" / "dir"), "cause")
     assert "cannot write termination log" in capsys.readouterr().err
 
 

@@ -16,6 +16,8 @@ import pytest
 
 from modeldeploy.models import _nn, digits
 
+from .gradcheck import numeric_grad, rel_error
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
@@ -54,21 +56,6 @@ def test_split_is_deterministic_stratified_and_scaled():
 
 # --- numpy layers: gradients against central finite differences ---------------------------------------
 
-def numeric_grad(f, a, eps=1e-6):
-    g = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + eps
-        plus = f()
-        a[i] = old - eps
-        minus = f()
-        a[i] = old
-        g[i] = (plus - minus) / (2 * eps)
-    return g
-
-
-def rel_error(a, b):
-    return np.abs(a - b).max() / max(1e-8, np.abs(a).max() + np.abs(b).max())
 
 
 def test_network_gradients_match_finite_differences():

@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 GATE_FAILED = 3
-DEFAULT_TERMINATION_LOG = "/dev/termination-log"
-TERMINATION_LOG_ENV = "MODELDEPLOY_TERMINATION_LOG"
-MAX_TERMINATION_MESSAGE = 4096  # what the kubelet keeps
+from modeldeploy.termination import add_argument as add_termination_log_argument
+from modeldeploy.termination import write_termination_log
 SELECTED = Path("selected") / "model.onnx"
 
 
@@ -48,19 +47,9 @@ def register(subparsers) -> None:
                                      "pvc://); default: the recipe's evaluation.dataset")
     p.add_argument("--recipe", required=True, type=Path, help="recipe file, JSON or YAML")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--termination-log", default=os.environ.get(TERMINATION_LOG_ENV, DEFAULT_TERMINATION_LOG),
-                   help=f"where the failure cause is written (env {TERMINATION_LOG_ENV}; default: %(default)s)")
+    add_termination_log_argument(p)
     p.set_defaults(func=run)
 
-
-def write_termination_log(path: str, message: str) -> bool:
-    data = message.encode()[:MAX_TERMINATION_MESSAGE].decode(errors="ignore")
-    try:
-        Path(path).write_text(data + "\n")
-    except OSError as err:
-        print(f"compress: cannot write termination log {path}: {err.strerror or err}", file=sys.stderr)
-        return False
-    return True
 
 
 def load_recipe(path: Path, dataset: str | None = None):
@@ -236,5 +225,5 @@ def run(args: argparse.Namespace) -> int:
             return 0
         message = f"GateFailed: {report['decision']['message']}"
     print(message, file=sys.stderr, flush=True)
-    write_termination_log(args.termination_log, message)
+    write_termination_log(args.termination_log, message, prog="compress")
     return code

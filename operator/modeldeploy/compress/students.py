@@ -62,8 +62,7 @@ def mlp_backward(dlogits: np.ndarray, caches) -> dict[str, np.ndarray]:
 
 def mlp_export_onnx(params: dict[str, np.ndarray], path, opset: int = 17, *, doc: str = "") -> Path:
     """Write an MLP student as ONNX with the digits model's signature (see :func:`digits.export_onnx`)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     classes = params["fc2.weight"].shape[0]
     nodes = [
@@ -73,21 +72,8 @@ def mlp_export_onnx(params: dict[str, np.ndarray], path, opset: int = 17, *, doc
         helper.make_node("Gemm", ["relu1", "fc2.weight", "fc2.bias"], [digits.LOGITS], name="fc2", transB=1),
         helper.make_node("Softmax", [digits.LOGITS], [digits.PROBS], name="softmax", axis=1),
     ]
-    graph = helper.make_graph(
-        nodes, "digits-student",
-        [helper.make_tensor_value_info(digits.INPUT, TensorProto.FLOAT, ["batch", 1, 8, 8])],
-        [helper.make_tensor_value_info(digits.PROBS, TensorProto.FLOAT, ["batch", classes]),
-         helper.make_tensor_value_info(digits.LOGITS, TensorProto.FLOAT, ["batch", classes])],
-        initializer=[numpy_helper.from_array(np.ascontiguousarray(params[k], dtype=np.float32), k)
-                     for k in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="modeldeploy", producer_version=digits.CODE_VERSION, doc_string=doc)
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+    weights = {k: params[k] for k in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")}
+    return digits.save_graph(nodes, weights, path, name="digits-student", classes=classes, opset=opset, doc=doc)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,14 +9,12 @@ copies the termination log into ``status.containerStatuses[].state.terminated.me
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import traceback
 from pathlib import Path
 
-DEFAULT_TERMINATION_LOG = "/dev/termination-log"
-TERMINATION_LOG_ENV = "MODELDEPLOY_TERMINATION_LOG"
-MAX_TERMINATION_MESSAGE = 4096  # what the kubelet keeps
+from modeldeploy.termination import add_argument as add_termination_log_argument
+from modeldeploy.termination import write_termination_log
 
 
 def register(subparsers) -> None:
@@ -36,24 +34,13 @@ def register(subparsers) -> None:
     p.add_argument("--version", required=True, type=int, help="Triton model version (the folder under the model)")
     p.add_argument("--sha256", type=str.lower, help="expected SHA-256 of the model file (hex)")
     p.add_argument("--repository", default=MODEL_REPOSITORY, help="model repository folder (default: %(default)s)")
-    p.add_argument("--termination-log", default=os.environ.get(TERMINATION_LOG_ENV, DEFAULT_TERMINATION_LOG),
-                   help=f"where the failure cause is written (env {TERMINATION_LOG_ENV}; default: %(default)s)")
+    add_termination_log_argument(p)
     p.add_argument("--pvc-mount", metavar="PATH",
                    help=f"where the claim of a pvc:// URI is mounted (default: {PVC_MOUNT_ROOT}/<claim>)")
     p.add_argument("--timeout", type=float, default=60.0,
                    help="network connect/read timeout in seconds (default: %(default)s)")
     p.set_defaults(func=run)
 
-
-def write_termination_log(path: str, message: str) -> bool:
-    """Write ``message`` (cut to what the kubelet keeps) to ``path``; False when that is not possible."""
-    data = message.encode()[:MAX_TERMINATION_MESSAGE].decode(errors="ignore")
-    try:
-        Path(path).write_text(data + "\n")
-    except OSError as err:
-        print(f"fetch: cannot write termination log {path}: {err.strerror or err}", file=sys.stderr)
-        return False
-    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,5 +62,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"model {args.name} version {args.version} ready in {target}", flush=True)
         return 0
     print(message, file=sys.stderr, flush=True)
-    write_termination_log(args.termination_log, message)
+    write_termination_log(args.termination_log, message, prog="fetch")
     return code

@@ -166,8 +166,7 @@ def export_onnx(params: dict[str, np.ndarray], path, opset: int = 17, *, doc: st
     IR version 8 (the lowest that opset 17 allows), so onnxruntime 1.14 and later, and Triton's
     onnxruntime backend, load it. ``onnx.checker.check_model`` runs before the file is written.
     """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     nodes = [
         helper.make_node("Conv", [INPUT, "conv1.weight", "conv1.bias"], ["conv1"], name="conv1",
@@ -181,11 +180,24 @@ def export_onnx(params: dict[str, np.ndarray], path, opset: int = 17, *, doc: st
         helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], [LOGITS], name="fc", transB=1),
         helper.make_node("Softmax", [LOGITS], [PROBS], name="softmax", axis=1),
     ]
+    return save_graph(nodes, params, path, name="digits", classes=CLASSES, opset=opset, doc=doc)
+
+
+def save_graph(nodes: list, params: dict[str, np.ndarray], path, *, name: str, classes: int, opset: int = 17,
+               doc: str = "") -> Path:
+    """Wrap ``nodes`` in the digits signature (input ``input`` [batch,1,8,8]; outputs ``probs``, ``logits``
+    [batch,classes]) with ``params`` as FP32 initializers, check it, and write it to ``path``.
+
+    Shared by every network that must be served like the digits model (the CNN, pruned CNNs, students).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
     graph = helper.make_graph(
-        nodes, "digits",
+        nodes, name,
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", 1, 8, 8])],
-        [helper.make_tensor_value_info(PROBS, TensorProto.FLOAT, ["batch", CLASSES]),
-         helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["batch", CLASSES])],
+        [helper.make_tensor_value_info(PROBS, TensorProto.FLOAT, ["batch", classes]),
+         helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["batch", classes])],
         initializer=[numpy_helper.from_array(np.ascontiguousarray(v, dtype=np.float32), k)
                      for k, v in params.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],

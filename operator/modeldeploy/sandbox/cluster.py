@@ -570,7 +570,7 @@ class Sandbox:
             raise self._component_error(dead, "sandbox start failed")
         if rc != 0:
             if time.monotonic() > deadline:
-                raise SandboxError(f"kwokctl create cluster did not finish before the deadline:\n"
+                raise SandboxError("kwokctl create cluster did not finish before the deadline:\n"
                                    + "".join(tail))
             raise SandboxError(f"kwokctl create cluster failed (exit {rc}):\n" + "".join(tail))
 

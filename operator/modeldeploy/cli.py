@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     fetch_command.register(sub)
     from modeldeploy.compress import command as compress_command
     compress_command.register(sub)
+    from modeldeploy.agent import command as agent_command
+    agent_command.register(sub)
     return parser
 
 

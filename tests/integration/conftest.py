@@ -148,5 +148,24 @@ def namespace(api):
     core.delete_namespace(name)
 
 
+@pytest.fixture(scope="session")
+def digits_model(tmp_path_factory):
+    from modeldeploy.models.digits import build
+
+    out = tmp_path_factory.mktemp("digits")
+    report = build(out)
+    return out, report
+
+
+@pytest.fixture(scope="session")
+def runner_node(api, sandbox):
+    from kubernetes import client
+
+    node = client.CoreV1Api(api).read_node("local-0")
+    assert any(cnd.type == "Ready" and cnd.status == "True" for cnd in node.status.conditions), \
+        "the sandbox's pod runner (node local-0) is not Ready: is nvidia-pytriton installed (pip install '.[sandbox]')?"
+    return node.metadata.name
+
+
 def load_example(name: str) -> dict:
     return yaml.safe_load((ROOT / "examples" / name).read_text())

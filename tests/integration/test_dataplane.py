@@ -15,7 +15,6 @@ import hashlib
 
 import numpy as np
 import pytest
-from kubernetes import client
 
 from modeldeploy.api import constants as c
 from modeldeploy.sandbox.examples import classify_digits, digits_on_runner, local_http_port
@@ -24,23 +23,6 @@ from .conftest import wait_for
 from .test_operator import condition, create_md, get_md, pods_of, wait_ready
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def digits_model(tmp_path_factory):
-    from modeldeploy.models.digits import build
-
-    out = tmp_path_factory.mktemp("digits")
-    report = build(out)
-    return out, report
-
-
-@pytest.fixture(scope="module")
-def runner_node(api, sandbox):
-    node = client.CoreV1Api(api).read_node("local-0")
-    assert any(cnd.type == "Ready" and cnd.status == "True" for cnd in node.status.conditions), \
-        "the sandbox's pod runner (node local-0) is not Ready: is nvidia-pytriton installed (pip install '.[sandbox]')?"
-    return node.metadata.name
 
 
 def local_md(name: str, uri: str, sha256: str | None = None) -> dict:

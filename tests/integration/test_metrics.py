@@ -21,7 +21,7 @@ from modeldeploy.api import constants as c
 from modeldeploy.sandbox import prometheus as prom
 
 from .conftest import wait_for
-from .test_dataplane import digits_model, http_port, local_md, runner_node  # noqa: F401 - fixtures
+from .test_dataplane import http_port, local_md
 from .test_operator import create_md, pods_of, wait_ready
 
 pytestmark = pytest.mark.integration

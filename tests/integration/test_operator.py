@@ -185,11 +185,12 @@ def test_unschedulable_gpu_product_is_reported(api, operator, namespace):
 
 def test_unimplemented_fields_are_reported(api, operator, namespace):
     body = digits(replicas=1)
-    body["spec"]["compression"] = {"quantization": {"mode": "int8-static"}}
+    del body["spec"]["replicas"]
+    body["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 3}
     create_md(api, namespace, body)
     md = wait_ready(api, namespace, "digits")
     supported = condition(md, "FieldsSupported")
-    assert supported["status"] == "False" and "spec.compression" in supported["message"]
+    assert supported["status"] == "False" and "spec.autoscaling" in supported["message"]
 
 
 def test_invalid_spec_that_passes_the_schema_is_reported_with_the_field(api, operator, namespace):

@@ -1,5 +1,6 @@
 """``modeldeploy compress`` end to end on the digits CNN: a passing gate, a failing gate, errors, plug-ins."""
 
+import hashlib
 import json
 import re
 import shutil
@@ -13,6 +14,7 @@ import modeldeploy.compress as compress_pkg
 from modeldeploy.cli import build_parser, main
 from modeldeploy.compress import command
 from modeldeploy.models import digits
+from modeldeploy.policy.compression_result import parse_message
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = {"runs": 3, "warmup": 1}
@@ -73,7 +75,20 @@ def test_passing_gate_serves_the_smallest_variant(tmp_path, model, capsys):
     assert set(static["latency_ms"]) == set(static["speedup"]) == {"1", "32"}
     selected = tmp_path / "out" / "selected" / "model.onnx"
     assert selected.read_bytes() == (tmp_path / "out" / static["file"]).read_bytes()
-    assert not (tmp_path / "out" / "work").exists() and not (tmp_path / "termination-log").exists()
+    assert not (tmp_path / "out" / "work").exists()
+    summary = parse_message((tmp_path / "termination-log").read_text()).summary
+    assert (summary["status"], summary["selected"], summary["file"]) == ("chosen", "int8-static", r["selected"])
+    assert summary["sha256"] == hashlib.sha256(selected.read_bytes()).hexdigest()
+    assert [v["name"] for v in summary["variants"]] == ["fp16", "int8-dynamic", "int8-static"]
+    assert summary["variants"][2]["sizeBytes"] == static["size_bytes"] and summary["variants"][2]["passed"]
+
+
+def test_inline_json_recipe_is_what_the_operator_passes(tmp_path, model):
+    recipe = {"quantization": {"mode": "fp16"}, "evaluation": FAST}
+    argv = ["compress", "--model", str(model), "--recipe-json", json.dumps(recipe), "--dataset", "builtin://digits",
+            "--out", str(tmp_path / "out"), "--termination-log", str(tmp_path / "termination-log")]
+    assert main(argv) == 0
+    assert report(tmp_path)["decision"]["chosen"] == "fp16"
 
 
 def test_failing_gate_exits_3_explains_with_numbers_and_removes_a_stale_selection(tmp_path, model, capsys):
@@ -92,7 +107,10 @@ def test_failing_gate_exits_3_explains_with_numbers_and_removes_a_stale_selectio
     assert v["gate"]["reasons"] == [expected]
     message = f"GateFailed: gate maxAccuracyDrop 0 pt: selected int8-static failed: int8-static: {expected}"
     assert r["decision"]["message"] == message.removeprefix("GateFailed: ")
-    assert (tmp_path / "termination-log").read_text() == message + "\n"
+    summary = parse_message((tmp_path / "termination-log").read_text()).summary
+    assert (summary["status"], summary["selected"], summary["sha256"]) == ("gate-failed", None, None)
+    assert summary["message"] == r["decision"]["message"]
+    assert summary["variants"][0]["reason"] == expected and summary["variants"][0]["passed"] is False
     assert capsys.readouterr().err.strip() == message
     assert not (tmp_path / "out" / "selected").exists()
 

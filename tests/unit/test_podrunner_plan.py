@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from modeldeploy.agent.sandbox import SHIM_ENV
 from modeldeploy.api.spec import parse_spec
 from modeldeploy.render.triton import Owner, RenderOptions, render_children
 from modeldeploy.sandbox import nodes
@@ -127,6 +128,7 @@ def test_init_container_of_modeldeploy_image_runs_python_module_with_host_paths(
                       "--repository", f"{base}/volumes/model-repository",
                       "--termination-log", f"{base}/containers/fetch-model/termination-log"]
     assert p.termination_log == f"{base}/containers/fetch-model/termination-log"
+    assert p.env[SHIM_ENV] == str(triton.SHIM_MODEL)  # the model agent shims the versions it fetches
     assert p.cwd == f"{base}/containers/fetch-model/rootfs"
 
 

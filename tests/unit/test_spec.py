@@ -69,10 +69,44 @@ def test_autoscaling_runs_min_replicas_until_implemented():
 
 def test_unimplemented_fields_are_listed():
     spec = parse_spec("m", spec_with(
-        compression={"quantization": {"mode": "fp16"}},
+        compression={"quantization": {"mode": "fp16"}, "modelStore": {"claimName": "store"}},
         rollout={"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}]}},
     ))
-    assert unimplemented_fields(spec) == ["spec.compression", "spec.rollout.canary"]
+    assert unimplemented_fields(spec) == ["spec.rollout.canary"]
+
+
+def test_compression_splits_the_recipe_from_the_job_settings():
+    spec = parse_spec("m", spec_with(compression={
+        "quantization": {"mode": "int8-static"}, "evaluation": {"maxAccuracyDrop": 1},
+        "modelStore": {"claimName": "store"},
+        "job": {"resources": {"cpu": 2, "memory": "4Gi"}, "backoffLimit": 0,
+                "placement": {"nodeSelector": {"pool": "cpu"}}},
+    }))
+    comp = spec.compression
+    assert comp.recipe == {"quantization": {"mode": "int8-static"}, "evaluation": {"maxAccuracyDrop": 1}}
+    assert comp.claim_name == "store"
+    assert (comp.job.cpu, comp.job.memory, comp.job.gpu, comp.job.backoff_limit) == ("2", "4Gi", 0, 0)
+    assert comp.job.active_deadline_seconds == 3600
+    assert comp.job.node_selector == {"pool": "cpu"} and comp.job.tolerations == ()
+
+
+def test_compression_without_job_placement_follows_spec_placement():
+    comp = parse_spec("m", spec_with(compression={"pruning": {"amount": 0.5},
+                                                  "modelStore": {"claimName": "s"}})).compression
+    assert comp.job.node_selector is None and comp.job.tolerations is None
+
+
+@pytest.mark.parametrize("compression,field", [
+    ({"quantization": {"mode": "fp16"}}, "spec.compression.modelStore.claimName"),
+    ({"quantization": {"mode": "fp16"}, "modelStore": {"claimName": "s"}, "job": {"backoffLimit": -1}},
+     "spec.compression.job.backoffLimit"),
+    ({"quantization": {"mode": "fp16"}, "modelStore": {"claimName": "s"}, "job": {"resources": {"gpu": "1"}}},
+     "spec.compression.job.resources.gpu"),
+])
+def test_compression_errors_name_the_field(compression, field):
+    with pytest.raises(SpecError) as err:
+        parse_spec("m", spec_with(compression=compression))
+    assert err.value.field == field
 
 
 def test_zero_replicas_allowed():

@@ -64,22 +64,30 @@ Widening any of these fails tests/unit/test_chart.py on purpose.
 - apiGroups: ["modeldeploy.io"]
   resources: ["modeldeployments/status"]
   verbs: ["patch"]
-# Kube.apply: server-side apply of the per-revision config.pbtxt ConfigMaps (apply = patch, and
-# create when the object does not exist yet); prune_config_maps lists and deletes old revisions'.
+# Kube.apply: server-side apply of the per-revision config.pbtxt ConfigMaps and of the compression
+# cache records (apply = patch, and create when the object does not exist yet); prune_config_maps
+# lists and deletes old revisions'; Kube.get_config_map looks a compression result up by its key.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["create", "patch", "list", "delete"]
+  verbs: ["get", "create", "patch", "list", "delete"]
 # Kube.apply: server-side apply of the Triton Service.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["create", "patch"]
 # Kube.apply: server-side apply of the Triton Deployment; Kopf lists and watches Deployments
-# labelled app.kubernetes.io/managed-by=modeldeploy (on_deployment_event) to take back drift.
+# labelled app.kubernetes.io/managed-by=modeldeploy (on_deployment_event) to take back drift;
+# Kube.get_deployment observes the serving Deployment while a compression Job holds the rollout.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["create", "patch", "list", "watch"]
+  verbs: ["get", "create", "patch", "list", "watch"]
+# Compression Jobs: Kube.create_job starts one, Kube.get_job follows it; Kopf watches Jobs labelled
+# app.kubernetes.io/managed-by=modeldeploy (on_job_event) to act when one finishes.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "create", "list", "watch"]
 # Kube.list_pods reads the serving pods to report why they are not ready (fetch failure, crash loop,
-# unschedulable); Kopf watches serving pods (label managed-by=modeldeploy) for those problems.
+# unschedulable), and a compression Job's pods for its result (termination message); Kopf watches
+# those pods (label managed-by=modeldeploy) for the same problems.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]

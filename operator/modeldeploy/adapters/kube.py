@@ -54,6 +54,7 @@ class Kube:
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
+        self.batch = client.BatchV1Api(self.api)
         self.field_manager = field_manager
         self.requests = 0
 
@@ -103,6 +104,38 @@ class Kube:
         except KubeError as err:
             if err.status != 404:
                 raise
+
+    def _get(self, what: str, fn, name: str, namespace: str) -> dict[str, Any] | None:
+        try:
+            return self._call("get", what, fn, name, namespace)
+        except KubeError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(f"Deployment {namespace}/{name}", self.apps.read_namespaced_deployment, name, namespace)
+
+    def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(f"ConfigMap {namespace}/{name}", self.core.read_namespaced_config_map, name, namespace)
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(f"Job {namespace}/{name}", self.batch.read_namespaced_job, name, namespace)
+
+    def create_job(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        """Create ``job``; when one of that name exists already (another reconcile, an operator that
+        died after creating it), return the existing one: Job specs are immutable, never re-applied."""
+        meta = job["metadata"]
+        try:
+            return self._call("create", _describe(job), self.batch.create_namespaced_job, meta["namespace"], job,
+                              field_manager=self.field_manager)
+        except KubeError as err:
+            if err.status != 409:
+                raise
+        existing = self.get_job(meta["namespace"], meta["name"])
+        if existing is None:
+            raise KubeError("create", _describe(job), RuntimeError("exists, then vanished; will retry"))
+        return existing
 
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         out = self._call("list", f"Pods in {namespace}", self.core.list_namespaced_pod, namespace,

@@ -70,3 +70,15 @@ REASON_NOT_IMPLEMENTED = "NotImplemented"
 REASON_ALL_SUPPORTED = "AllSupported"
 REASON_SCALED_TO_ZERO = "ScaledToZero"
 REASON_DEGRADED = "ReplicasUnavailable"
+
+# Compression (spec.compression): Jobs, their cache records, and the status they produce.
+COMPONENT_COMPRESSION = "compression"
+LABEL_COMPRESSION_KEY = "modeldeploy.io/compression-key"  # first 40 hex digits of the content hash
+ANNOTATION_COMPRESSION_KEY = "modeldeploy.io/compression-key"  # the whole hash
+ANNOTATION_PRODUCER = "modeldeploy.io/produced-by"  # "<uid>/<generation>" of the ModelDeployment whose Job ran
+COND_COMPRESSED = "Compressed"
+REASON_COMPRESSING = "Compressing"
+REASON_VARIANT_SELECTED = "VariantSelected"
+REASON_GATE_FAILED = "CompressionGateFailed"
+REASON_COMPRESSION_FAILED = "CompressionFailed"
+REASON_INVALID_RECIPE = "InvalidRecipe"

@@ -99,6 +99,33 @@ class PlacementSpec:
 
 
 @dataclass(frozen=True)
+class CompressionJobSpec:
+    """How the compression Job runs (``spec.compression.job``); ``None`` placement = ``spec.placement``."""
+
+    cpu: str | None = None
+    memory: str | None = None
+    gpu: int = 0
+    backoff_limit: int = 1
+    active_deadline_seconds: int = 3600
+    node_selector: Mapping[str, str] | None = None
+    tolerations: tuple[Mapping[str, Any], ...] | None = None
+
+
+#: ``spec.compression`` keys that configure the Job and the store; the rest is the recipe.
+COMPRESSION_JOB_KEYS = ("modelStore", "job")
+
+
+@dataclass(frozen=True)
+class CompressionSpec:
+    """``spec.compression`` split into the recipe (what ``modeldeploy compress`` reads, checked by
+    ``policy.compression.parse_recipe`` in the reconciler) and where/how the Job runs."""
+
+    recipe: Mapping[str, Any]
+    claim_name: str
+    job: CompressionJobSpec = field(default_factory=CompressionJobSpec)
+
+
+@dataclass(frozen=True)
 class Spec:
     model: ModelSpec
     serving: ServingSpec
@@ -106,7 +133,7 @@ class Spec:
     placement: PlacementSpec
     replicas: int | None
     autoscaling: Mapping[str, Any] | None
-    compression: Mapping[str, Any] | None
+    compression: CompressionSpec | None
     rollout_strategy: str
     canary: Mapping[str, Any] | None
 
@@ -217,6 +244,7 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> Spec:
             raise SpecError("spec.autoscaling.minReplicas", f"({lo}) must be <= spec.autoscaling.maxReplicas ({hi})")
 
     rollout = spec.get("rollout") or {}
+    compression = spec.get("compression")
     return Spec(
         model=model_spec,
         serving=serving_spec,
@@ -224,17 +252,38 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> Spec:
         placement=placement_spec,
         replicas=replicas,
         autoscaling=autoscaling,
-        compression=spec.get("compression"),
+        compression=None if compression is None else _compression(compression),
         rollout_strategy=rollout.get("strategy", "Rolling"),
         canary=rollout.get("canary"),
     )
 
 
+def _compression(data: Mapping[str, Any]) -> CompressionSpec:
+    store = data.get("modelStore") or {}
+    claim = store.get("claimName")
+    if not claim:
+        raise SpecError("spec.compression.modelStore.claimName",
+                        "is required: the PersistentVolumeClaim that holds compressed models")
+    job = data.get("job") or {}
+    res = job.get("resources") or {}
+    placement = job.get("placement")
+    job_spec = CompressionJobSpec(
+        cpu=None if res.get("cpu") is None else str(res["cpu"]),
+        memory=None if res.get("memory") is None else str(res["memory"]),
+        gpu=_int(res.get("gpu", 0), "spec.compression.job.resources.gpu", 0),
+        backoff_limit=_int(job.get("backoffLimit", 1), "spec.compression.job.backoffLimit", 0),
+        active_deadline_seconds=_int(job.get("activeDeadlineSeconds", 3600),
+                                     "spec.compression.job.activeDeadlineSeconds", 1),
+        node_selector=None if placement is None else dict(placement.get("nodeSelector") or {}),
+        tolerations=None if placement is None else tuple(placement.get("tolerations") or ()),
+    )
+    recipe = {k: v for k, v in data.items() if k not in COMPRESSION_JOB_KEYS}
+    return CompressionSpec(recipe=recipe, claim_name=claim, job=job_spec)
+
+
 def unimplemented_fields(spec: Spec) -> list[str]:
     """Fields this version accepts but does not act on yet; reported, never silently ignored."""
     fields = []
-    if spec.compression:
-        fields.append("spec.compression")
     if spec.autoscaling is not None:
         fields.append("spec.autoscaling")
     if spec.rollout_strategy == "Canary" or spec.canary:

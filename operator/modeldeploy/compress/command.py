@@ -45,15 +45,18 @@ def register(subparsers) -> None:
     p.add_argument("--model", required=True, type=Path, help="the FP32 ONNX model")
     p.add_argument("--dataset", help="dataset URI (builtin://digits, file:///x.npz, https://, s3://, gs://, "
                                      "pvc://); default: the recipe's evaluation.dataset")
-    p.add_argument("--recipe", required=True, type=Path, help="recipe file, JSON or YAML")
+    recipe = p.add_mutually_exclusive_group(required=True)
+    recipe.add_argument("--recipe", type=Path, help="recipe file, JSON or YAML")
+    recipe.add_argument("--recipe-json", help="the recipe itself, as JSON (what the operator's Jobs pass)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     add_termination_log_argument(p)
     p.set_defaults(func=run)
 
 
 
-def load_recipe(path: Path, dataset: str | None = None):
-    """Read and check a recipe file (JSON or YAML); ``dataset`` overrides ``evaluation.dataset``."""
+def load_recipe(path: Path | None, dataset: str | None = None, text: str | None = None):
+    """Read and check a recipe file (JSON or YAML), or the recipe ``text`` itself; ``dataset`` overrides
+    ``evaluation.dataset``."""
     import yaml
 
     from modeldeploy.compress import TECHNIQUES, CompressError, technique
@@ -61,11 +64,11 @@ def load_recipe(path: Path, dataset: str | None = None):
     from modeldeploy.policy.compression import RecipeError, parse_recipe
 
     try:
-        data = yaml.safe_load(Path(path).read_text())  # JSON is YAML
+        data = yaml.safe_load(text if text is not None else Path(path).read_text())  # JSON is YAML
     except OSError as err:
         raise CompressError(f"recipe {path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
-        raise CompressError(f"recipe {path}: not JSON or YAML: {str(err).splitlines()[0]}") from None
+        raise CompressError(f"recipe {path or '(--recipe-json)'}: not JSON or YAML: {str(err).splitlines()[0]}") from None
     if dataset and (data is None or isinstance(data, dict)):
         data = data or {}
         evaluation = data.get("evaluation") if isinstance(data.get("evaluation"), dict) else {}
@@ -213,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         print(line, flush=True)
 
     try:
-        recipe = load_recipe(args.recipe, args.dataset)
+        recipe = load_recipe(args.recipe, args.dataset, text=args.recipe_json)
         report, code = compress(args.model, recipe, args.out, log=log)
     except CompressError as err:
         message, code = f"CompressError: {err}", 1
@@ -221,9 +224,18 @@ def run(args: argparse.Namespace) -> int:
         traceback.print_exc()
         message, code = f"CompressError: unexpected {_error_line(err)}", 1
     else:
+        # The result itself (chosen or gate-failed) is the termination message: the operator reads it
+        # from the pod instead of the volume (policy/compression_result.py).
+        from modeldeploy.compress.report import file_sha256
+        from modeldeploy.policy.compression_result import dump, summarize
+
+        selected = Path(args.out) / SELECTED
+        sha = file_sha256(selected) if code == 0 else None
+        write_termination_log(args.termination_log, dump(summarize(report, sha)), prog="compress")
         if code == 0:
             return 0
-        message = f"GateFailed: {report['decision']['message']}"
+        print(f"GateFailed: {report['decision']['message']}", file=sys.stderr, flush=True)
+        return code
     print(message, file=sys.stderr, flush=True)
     write_termination_log(args.termination_log, message, prog="compress")
     return code

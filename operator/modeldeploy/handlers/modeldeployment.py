@@ -8,6 +8,8 @@
   annotations) is taken back at the next spec change or operator restart.
 - an event of a serving pod that has a problem (see policy/pods.py) -> reconcile its owner, so a
   failed model fetch shows in status without waiting for the Deployment's progress deadline.
+- any event of a compression Job -> reconcile the ModelDeployment that created it and every other
+  one that waits for the same Job (same content key), so a finished Job is rolled out at once.
 
 Handlers are sync functions: Kopf runs them in its thread pool, so the sync Kubernetes client does not
 block the event loop. A per-object lock keeps the entry points from reconciling the same
@@ -42,6 +44,8 @@ _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Loc
 # (namespace, name) -> (ModelDeployment generation, Deployment generation) after our last apply. A
 # Deployment event that matches both is a status change only, and needs no re-apply.
 _applied: dict[tuple[str, str], tuple[int, int]] = {}
+# (namespace, Job name) -> ModelDeployments whose last reconcile found them waiting for that Job.
+_waiting: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
 
 
 def _now() -> datetime:
@@ -97,6 +101,8 @@ def _reconcile(namespace: str, name: str, logger, deployment: Any = None) -> Non
         result = reconcile(_kube, body, _options, _now, observed_deployment=deployment if unchanged else None)
         if result.deployment_generation is not None and not result.retry:
             _applied[key] = (generation, result.deployment_generation)
+        if result.compression_job:
+            _waiting[(namespace, result.compression_job)].add(name)
     if result.event:
         kind, reason, message = result.event
         kopf.event(body, type=kind, reason=reason, message=message)
@@ -147,3 +153,24 @@ def on_pod_event(body: kopf.Body, type: str | None, namespace: str, logger, **_:
     except kopf.TemporaryError as err:
         logger.warning("reconcile of %s/%s after a pod event failed: %s", namespace, owner, err)
 
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY,
+                                            c.LABEL_COMPONENT: c.COMPONENT_COMPRESSION})
+def on_job_event(body: kopf.Body, type: str | None, namespace: str, name: str, logger, **_: Any) -> None:
+    """A compression Job changed (started, a pod failed, finished): reconcile whoever waits for it."""
+    if _kube is None:
+        return
+    owners = set(_waiting.get((namespace, name), ()))
+    creator = (body.get("metadata", {}).get("annotations") or {}).get(c.ANNOTATION_OWNER)
+    if creator:
+        owners.add(creator)
+    finished = any(cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True"
+                   for cond in (body.get("status") or {}).get("conditions") or [])
+    if finished or type == "DELETED":
+        _waiting.pop((namespace, name), None)
+    for owner in sorted(owners):
+        try:
+            _reconcile(namespace, owner, logger)
+        except kopf.TemporaryError as err:
+            logger.warning("reconcile of %s/%s after a Job event failed: %s", namespace, owner, err)

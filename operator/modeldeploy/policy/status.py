@@ -42,6 +42,13 @@ class Observation:
     spec_error: str | None = None  # message naming the field
     apply_error: str | None = None
     pod_problem: tuple[str, str] | None = None  # (reason, message) from policy.pods.diagnose_pods
+    model_uri: str | None = None
+    model_sha256: str | None = None
+    # spec.compression: the Compressed condition, status.compression, and (reason, message, stalled)
+    # when the rollout waits for a Job or stopped at a gate (policy.compression_job.hold_reason).
+    compressed: Condition | None = None
+    compression: Mapping[str, Any] | None = None
+    hold: tuple[str, str, bool] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -104,6 +111,23 @@ def _deployment_progress(obs: Observation, previous_phase: str | None
             Condition(c.COND_STALLED, False, reason, "progressing"), counts)
 
 
+def _held(obs: Observation) -> tuple[str, Condition, Condition, Condition, dict[str, int]]:
+    """The rollout waits for (or stopped at) compression; whatever Deployment exists keeps serving."""
+    assert obs.hold is not None
+    reason, message, stuck = obs.hold
+    dstat = (obs.deployment or {}).get("status") or {}
+    counts = {k: dstat.get(k, 0) for k in ("replicas", "readyReplicas", "updatedReplicas")}
+    available = dstat.get("availableReplicas", 0)
+    if obs.deployment is None:
+        message += "; nothing is served until a variant passes"
+    else:
+        message += f"; the previous model keeps serving ({available}/{obs.desired_replicas} available)"
+    phase = c.PHASE_FAILED if stuck else (c.PHASE_PROGRESSING if obs.deployment is not None else c.PHASE_PENDING)
+    return (phase, Condition(c.COND_READY, False, reason, message),
+            Condition(c.COND_RECONCILING, not stuck, reason, message),
+            Condition(c.COND_STALLED, stuck, reason, message if stuck else "progressing"), counts)
+
+
 def compute_status(obs: Observation, previous: Mapping[str, Any] | None, now: datetime) -> dict[str, Any]:
     """The complete status for ``obs``; ``previous`` only supplies lastTransitionTime and prior phase."""
     previous = previous or {}
@@ -119,6 +143,8 @@ def compute_status(obs: Observation, previous: Mapping[str, Any] | None, now: da
         if obs.deployment is not None:
             dstat = obs.deployment.get("status") or {}
             counts = {k: dstat.get(k, 0) for k in counts}
+    elif obs.hold:
+        phase, ready, reconciling, stalled, counts = _held(obs)
     else:
         phase, ready, reconciling, stalled, counts = _deployment_progress(obs, previous.get("phase"))
 
@@ -136,8 +162,9 @@ def compute_status(obs: Observation, previous: Mapping[str, Any] | None, now: da
     status: dict[str, Any] = {
         "observedGeneration": obs.generation,
         "phase": phase,
-        "conditions": merge_conditions(previous.get("conditions"), [ready, reconciling, stalled, supported],
-                                       obs.generation, now),
+        "conditions": merge_conditions(previous.get("conditions"),
+                                       [ready, reconciling, stalled, *([obs.compressed] if obs.compressed else []),
+                                        supported], obs.generation, now),
         **counts,
     }
     for key, value in (
@@ -150,6 +177,12 @@ def compute_status(obs: Observation, previous: Mapping[str, Any] | None, now: da
             status[key] = value
     if obs.model_name is not None:
         status["model"] = {"name": obs.model_name, "version": obs.model_version}
+        if obs.model_uri is not None:
+            status["model"]["uri"] = obs.model_uri
+        if obs.model_sha256 is not None:
+            status["model"]["sha256"] = obs.model_sha256
+    if obs.compression is not None:
+        status["compression"] = dict(obs.compression)
     if obs.service_name is not None and obs.namespace is not None:
         host = f"{obs.service_name}.{obs.namespace}.svc"
         status["endpoints"] = {

@@ -15,6 +15,8 @@ from typing import Any, Callable, Mapping
 from modeldeploy.api import constants as c
 from modeldeploy.api.spec import SpecError, parse_spec, unimplemented_fields
 from modeldeploy.adapters.kube import Kube, KubeError
+from modeldeploy.policy import compression_job
+from modeldeploy.reconcile import compression
 from modeldeploy.policy.pods import diagnose_pods
 from modeldeploy.policy.status import Observation, compute_status, status_changed, transition_event
 from modeldeploy.render import names
@@ -30,6 +32,7 @@ class Result:
     event: tuple[str, str, str] | None  # (type, reason, message) for a phase transition
     retry: str | None  # a transient failure worth retrying (apply error), else None
     deployment_generation: int | None = None  # metadata.generation of the Deployment as applied/observed
+    compression_job: str | None = None  # a running compression Job this ModelDeployment waits for
 
 
 def _selector_string(labels: Mapping[str, str]) -> str:
@@ -55,12 +58,10 @@ def reconcile(kube: Kube, body: Mapping[str, Any], options: RenderOptions, now: 
         obs = Observation(generation=generation, desired_replicas=0, spec_error=str(err))
         return _finish(kube, namespace, name, previous, obs, now, retry=None)
 
-    revision = names.revision_of(spec, options.triton_image, options.fetcher_image)
     selector = names.selector_labels(name)
-    base = dict(
+    base: dict[str, Any] = dict(
         generation=generation,
         desired_replicas=spec.desired_replicas,
-        revision=revision,
         deployment_name=names.deployment_name(name),
         service_name=names.service_name(name),
         namespace=namespace,
@@ -69,6 +70,21 @@ def reconcile(kube: Kube, body: Mapping[str, Any], options: RenderOptions, now: 
         model_version=spec.model.version,
         unimplemented=tuple(unimplemented_fields(spec)),
     )
+    if spec.compression is not None:
+        try:
+            settled = compression.settle(kube, owner, generation, spec, options)
+        except KubeError as err:
+            obs = Observation(**base, apply_error=str(err))
+            return _finish(kube, namespace, name, previous, obs, now, retry=str(err))
+        base.update(compressed=compression_job.compressed_condition(settled.outcome),
+                    compression=settled.status_block())
+        if settled.serve is None:
+            return _hold(kube, namespace, name, previous, base, settled, observed_deployment, now)
+        spec = settled.serve
+        base.update(model_uri=spec.model.uri, model_sha256=spec.model.sha256)
+
+    revision = names.revision_of(spec, options.triton_image, options.fetcher_image)
+    base["revision"] = revision
     deployment = observed_deployment
     if deployment is None:
         try:
@@ -91,6 +107,29 @@ def reconcile(kube: Kube, body: Mapping[str, Any], options: RenderOptions, now: 
     if result.written and result.status["phase"] == c.PHASE_READY:
         prune_config_maps(kube, namespace, name, keep={revision})
     return result
+
+
+def _hold(kube: Kube, namespace: str, name: str, previous: Mapping[str, Any], base: dict[str, Any],
+          settled: compression.Settled, observed_deployment: Mapping[str, Any] | None,
+          now: Callable[[], datetime]) -> Result:
+    """Compression has not produced a servable model (running, gate failed, Job failed, bad recipe):
+    apply nothing, so whatever Deployment exists keeps serving the previous model, and say so."""
+    try:
+        deployment = observed_deployment or kube.get_deployment(namespace, base["deployment_name"])
+    except KubeError as err:
+        obs = Observation(**base, apply_error=str(err))
+        return _finish(kube, namespace, name, previous, obs, now, retry=str(err))
+    served = previous.get("model") or {}
+    if deployment is None:
+        base.update(service_name=None, model_name=None)
+    else:
+        base.update(revision=previous.get("currentRevision"), model_name=served.get("name", base["model_name"]),
+                    model_version=served.get("version"), model_uri=served.get("uri"),
+                    model_sha256=served.get("sha256"))
+    obs = Observation(**base, deployment=deployment, hold=compression_job.hold_reason(settled.outcome))
+    result = _finish(kube, namespace, name, previous, obs, now, retry=None,
+                     deployment_generation=(deployment or {}).get("metadata", {}).get("generation"))
+    return Result(**{**result.__dict__, "compression_job": settled.waiting_on})
 
 
 def _finish(kube: Kube, namespace: str, name: str, previous: Mapping[str, Any], obs: Observation,

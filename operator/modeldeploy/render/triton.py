@@ -122,13 +122,13 @@ def _triton_args(spec: Spec) -> list[str]:
     ]
 
 
-def _fetch_args(spec: Spec, claim: str | None) -> list[str]:
+def _fetch_args(spec: Spec, claim: str | None, repository: str = c.MODEL_REPOSITORY) -> list[str]:
     """``modeldeploy fetch`` arguments. Every path the fetcher touches is spelt out as an argument, never
     left to a default, so a runner that maps container paths to host paths (the sandbox pod runner
     rewrites absolute-path arguments under a mount) moves them all."""
     model = spec.model
     args = ["fetch", "--uri", model.uri, "--format", model.format, "--name", model.name,
-            "--version", str(model.version), "--repository", c.MODEL_REPOSITORY,
+            "--version", str(model.version), "--repository", repository,
             "--termination-log", TERMINATION_MESSAGE_PATH]
     if model.sha256:
         args += ["--sha256", model.sha256]
@@ -151,16 +151,18 @@ def _pvc_claim(spec: Spec) -> str | None:
         return None
 
 
-def _fetch_container(spec: Spec, options: RenderOptions) -> dict[str, Any]:
-    """The ``fetch-model`` init container: fills the model repository volume from spec.model.uri."""
-    mounts: list[dict[str, Any]] = [{"name": "model-repository", "mountPath": c.MODEL_REPOSITORY}]
+def fetch_container(spec: Spec, options: RenderOptions, repository: str = c.MODEL_REPOSITORY,
+                    volume: str = "model-repository") -> dict[str, Any]:
+    """The ``fetch-model`` init container: fills the model repository (volume ``volume`` mounted at
+    ``repository``) from spec.model.uri. Also the first step of a compression Job."""
+    mounts: list[dict[str, Any]] = [{"name": volume, "mountPath": repository}]
     claim = _pvc_claim(spec)
     if claim:
         mounts.append({"name": "model-source", "mountPath": pvc_mount_path(claim), "readOnly": True})
     container: dict[str, Any] = {
         "name": "fetch-model",
         "image": options.fetcher_image,
-        "args": _fetch_args(spec, claim),
+        "args": _fetch_args(spec, claim, repository),
         "resources": {
             "requests": {"cpu": "100m", "memory": "128Mi"},
             "limits": {"cpu": "1", "memory": "1Gi"},  # page cache of big writes counts here
@@ -188,7 +190,8 @@ def _fetch_container(spec: Spec, options: RenderOptions) -> dict[str, Any]:
     return container
 
 
-def _fetch_volumes(spec: Spec) -> list[dict[str, Any]]:
+def fetch_volumes(spec: Spec) -> list[dict[str, Any]]:
+    """Volumes the ``fetch-model`` container mounts besides the repository (model PVC, gs:// key)."""
     volumes: list[dict[str, Any]] = []
     claim = _pvc_claim(spec)
     if claim:
@@ -204,7 +207,8 @@ def _probe(path: str, **timing: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": "http"}, **timing}
 
 
-def _scheduling(spec: Spec) -> dict[str, Any]:
+def scheduling(spec: Spec) -> dict[str, Any]:
+    """nodeSelector/tolerations/affinity of the serving pods: spec.placement plus the GPU conventions."""
     node_selector = dict(spec.placement.node_selector)
     tolerations = [dict(t) for t in spec.placement.tolerations]
     gpu = spec.resources.gpu
@@ -256,17 +260,17 @@ def render_deployment(
         },
     }
     pod_spec: dict[str, Any] = {
-        "initContainers": [_fetch_container(spec, options)],
+        "initContainers": [fetch_container(spec, options)],
         "containers": [container],
         "volumes": [
             {"name": "model-repository", "emptyDir": {}},
             {"name": "model-config", "configMap": {"name": names.config_map_name(owner.name, revision)}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
-            *_fetch_volumes(spec),
+            *fetch_volumes(spec),
         ],
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         "terminationGracePeriodSeconds": 30,
-        **_scheduling(spec),
+        **scheduling(spec),
     }
     return {
         "apiVersion": "apps/v1",

@@ -36,6 +36,38 @@ def digits_on_runner(name: str, model_path: Path | str, sha256: str | None = Non
     }
 
 
+def model_store(namespace: str, claim_name: str = "model-store", size: str = "1Gi") -> list[dict[str, Any]]:
+    """A PersistentVolume and the claim bound to it, for ``spec.compression.modelStore`` in the sandbox.
+
+    The sandbox has no storage provisioner, so the volume is created by hand and pre-bound to the
+    claim (``claimRef`` / ``volumeName``). Its ``hostPath`` is never used: the pod runner maps a claim
+    to its own folder (``<runner root>/pvc/<namespace>/<claim>``), shared by every pod that mounts it.
+    """
+    pv_name = f"{namespace}-{claim_name}"[:253]
+    return [
+        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv_name},
+         "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteMany"],
+                  "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "modeldeploy-sandbox",
+                  "hostPath": {"path": f"/var/lib/modeldeploy-sandbox/{namespace}/{claim_name}"},
+                  "claimRef": {"namespace": namespace, "name": claim_name}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim_name, "namespace": namespace},
+         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "modeldeploy-sandbox",
+                  "volumeName": pv_name, "resources": {"requests": {"storage": size}}}},
+    ]
+
+
+def with_compression(md: dict[str, Any], recipe: dict[str, Any], claim_name: str = "model-store") -> dict[str, Any]:
+    """``md`` with ``spec.compression`` set to ``recipe``, the model store ``claim_name``, and the Job placed on
+    the runner node. That node is a GPU node (its ``nvidia.com/gpu`` taint keeps CPU pods away, as on a
+    real cluster), so the CPU-only Job tolerates that taint here, which a real cluster would not need."""
+    job = {"placement": {
+        "nodeSelector": {"modeldeploy.io/sandbox-pool": claim.POOL},
+        "tolerations": [{"key": claim.RUNNER_LABEL, "operator": "Exists", "effect": "NoSchedule"},
+                        {"key": c.GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+    }}
+    return {**md, "spec": {**md["spec"], "compression": {**recipe, "modelStore": {"claimName": claim_name}, "job": job}}}
+
+
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from modeldeploy.agent.sandbox import SHIM_ENV
 from modeldeploy.sandbox.podrunner import claim, triton
 
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
@@ -373,11 +374,17 @@ def plan_container(config: HostConfig, pod: dict[str, Any], container: dict[str,
         vol = volumes.get(vm["name"], {})
         if "emptyDir" in vol or "persistentVolumeClaim" in vol:
             folders.append(volume_host_path(config, pod, vol))
+    kind = claim.image_kind(container.get("image", "")) or ""
+    argv = _argv(config, container, mounts_with_log, ports)
+    env = container_env(pod, container, mounts_with_log, lookup, config.base_env)
+    if kind == claim.MODELDEPLOY:
+        # The model agent copies the python-backend shim next to each model.onnx it fetches (agent.sandbox).
+        env.setdefault(SHIM_ENV, str(triton.SHIM_MODEL))
     return ProcessPlan(
         name=container["name"],
-        kind=claim.image_kind(container.get("image", "")) or "",
-        argv=_argv(config, container, mounts_with_log, ports),
-        env=container_env(pod, container, mounts_with_log, lookup, config.base_env),
+        kind=kind,
+        argv=argv,
+        env=env,
         cwd=cwd,
         mounts=mounts,
         links=nested_links(mounts),

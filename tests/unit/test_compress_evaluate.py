@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from modeldeploy.compress import CompressError
-from modeldeploy.compress.datasets import Dataset, load_dataset
+from modeldeploy.compress.datasets import Dataset, load_dataset, stack_inputs
 from modeldeploy.compress.evaluate import Settings, add_relative, cosine, evaluate, measure_latency
 from modeldeploy.compress.quantize import to_fp16
 from modeldeploy.models import digits
@@ -53,6 +53,50 @@ def test_embedding_task_measures_cosine_to_the_reference(built, tmp_path):
         evaluate(built["model_path"], data, Settings(runs=1, output="logits"), reference=np.ones((50, 3)))
 
 
+@pytest.fixture(scope="module")
+def two_inputs(tmp_path_factory):
+    """``out = a + float(b)``: a float32 [n, 3], b int64 [n, 3], the shape of a transformer's inputs."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["b"], ["bf"], to=TensorProto.FLOAT), helper.make_node("Add", ["a", "bf"], ["out"])],
+        "two-inputs",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 3]),
+         helper.make_tensor_value_info("b", TensorProto.INT64, ["n", 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path_factory.mktemp("two") / "model.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_each_field_of_a_structured_x_feeds_the_input_of_that_name(two_inputs):
+    a = np.arange(15, dtype=np.float64).reshape(5, 3)  # float64: cast to the model's float32
+    b = np.full((5, 3), 10, np.int64)
+    data = Dataset(uri="test://two", x_test=stack_inputs({"b": b, "a": a}))  # field order is not input order
+    record, out = evaluate(two_inputs, data, Settings(runs=1, warmup=0, batch_sizes=(1, 7), eval_batch=2))
+    np.testing.assert_array_equal(out, a + 10)
+    assert set(record["latency_ms"]) == {"1", "7"} and "cosine" not in record
+    shifted, _ = evaluate(two_inputs, Dataset(uri="test://two", x_test=stack_inputs({"a": -a, "b": b})),
+                          Settings(runs=1, warmup=0, batch_sizes=(1,)), reference=out)
+    assert shifted["cosine"] < 0.99  # a different input really reaches the model
+
+
+@pytest.mark.parametrize("x,message", [
+    (stack_inputs({"a": np.zeros((2, 3), np.float32)}),
+     r"the dataset has arrays for inputs \['a'\] but the model's inputs are \['a', 'b'\]"),
+    (stack_inputs({"a": np.zeros((2, 3)), "b": np.zeros((2, 3)), "c": np.zeros(2)}),
+     r"arrays for inputs \['a', 'b', 'c'\]"),
+    (np.zeros((2, 3), np.float32), r"single-input models from a plain x_test; this one has inputs \['a', 'b'\]: "
+                                   r"give one array per input \(x_test__<input name>"),
+])
+def test_inputs_that_do_not_fit_the_model(two_inputs, x, message):
+    with pytest.raises(CompressError, match=message):
+        evaluate(two_inputs, Dataset(uri="test://two", x_test=x), Settings(runs=1, warmup=0))
+
+
 def test_cosine():
     a = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0], [2.0, 0.0]])
     b = np.array([[0.0, 1.0], [2.0, 2.0], [1.0, 0.0], [-1.0, 0.0]])
@@ -77,6 +121,23 @@ def test_latency_is_the_median_of_timed_runs_after_warmup():
     result = measure_latency(sess, np.zeros((2, 3), np.float32), (1, 5), runs=3, warmup=2, clock=lambda: next(ticks))
     assert result == {"1": 2000.0, "5": 200.0}
     assert sess.shapes == [(1, 3)] * 5 + [(5, 3)] * 5  # 2 warmup + 3 timed; 2 rows repeated up to batch 5
+
+
+def test_latency_feeds_every_input_the_same_repeated_rows():
+    feeds = []
+
+    class TwoInputs:
+        def get_inputs(self):
+            return [SimpleNamespace(name=n, type="tensor(int64)") for n in ("ids", "mask")]
+
+        def run(self, outputs, feed):
+            feeds.append(feed)
+
+    x = stack_inputs({"ids": np.array([[1, 2], [3, 4]]), "mask": np.array([[1, 1], [1, 0]])})
+    measure_latency(TwoInputs(), x, (3,), runs=1, warmup=0, clock=itertools.count().__next__)
+    assert feeds[0]["ids"].tolist() == [[1, 2], [3, 4], [1, 2]]
+    assert feeds[0]["mask"].tolist() == [[1, 1], [1, 0], [1, 1]]
+    assert all(v.flags.c_contiguous and v.dtype == np.int64 for v in feeds[0].values())
 
 
 def test_relative_numbers():

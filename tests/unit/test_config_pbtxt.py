@@ -12,7 +12,6 @@ def test_gpu_model_with_dynamic_batching():
         'name: "digits"\n'
         'backend: "onnxruntime"\n'
         "max_batch_size: 16\n"
-        "version_policy: { specific: { versions: [ 3 ] } }\n"
         "dynamic_batching {\n"
         "  preferred_batch_size: [ 4, 8 ]\n"
         "  max_queue_delay_microseconds: 500\n"

@@ -1,8 +1,10 @@
 """``modeldeploy fetch``: wiring into the CLI, exit codes, the termination log, and the rendered init container."""
 
 import hashlib
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from modeldeploy import termination
 from modeldeploy.api.spec import parse_spec
 from modeldeploy.cli import build_parser, main
 from modeldeploy.fetch import command
-from modeldeploy.render.triton import DEFAULT_FETCHER_IMAGE, Owner, RenderOptions, render_deployment
+from modeldeploy.render.triton import DEFAULT_FETCHER_IMAGE, Owner, RenderOptions, render_deployment, render_model_source
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,6 +96,15 @@ def test_unwritable_termination_log_is_not_fatal(tmp_path, capsys):
 
 # --- the init container the operator renders ------------------------------------------------------------
 
+def read_source_text(text: str) -> dict:
+    from modeldeploy.fetch.source_file import read_source
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as fh:
+        fh.write(text)
+        fh.flush()
+        return read_source(fh.name)
+
+
 def init_container(model: dict, **spec):
     parsed = parse_spec("md", {"model": model, **spec})
     dep = render_deployment(Owner("md", "ns", "uid"), parsed, "rev", RenderOptions(fetcher_image="img:1"))
@@ -107,8 +118,13 @@ def test_rendered_args_parse_with_the_fetch_cli():
                               "sha256": "c" * 64})
     assert init["image"] == "img:1"
     args = build_parser().parse_args(init["args"])
-    assert (args.func, args.uri, args.format, args.name, args.version, args.sha256, args.repository) == (
-        command.run, "s3://b/m.onnx", "onnx", "digits", 4, "c" * 64, "/models")
+    assert (args.func, args.format, args.name, args.repository) == (command.run, "onnx", "digits", "/models")
+    # the model itself comes from the mounted ConfigMap <name>-model, not the pod template
+    assert args.source_file == "/etc/modeldeploy/model/source.json" and args.uri is None
+    source = render_model_source(Owner("md", "ns", "uid"), parse_spec("md", {"model": {
+        "uri": "s3://b/m.onnx", "format": "onnx", "name": "digits", "version": 4, "sha256": "c" * 64}}))
+    assert read_source_text(source["data"]["source.json"]) == {"uri": "s3://b/m.onnx", "version": 4,
+                                                               "sha256": "c" * 64}
     assert args.termination_log == init["terminationMessagePath"] == "/dev/termination-log"
     assert args.pvc_mount is None
 
@@ -118,14 +134,16 @@ def test_every_path_of_the_fetcher_is_an_argument():
     init, _ = init_container({"uri": "pvc://store/a/b.onnx", "format": "onnx"})
     args = build_parser().parse_args(init["args"])
     mounts = {m["mountPath"] for m in init["volumeMounts"]} | {init["terminationMessagePath"]}
-    assert {args.repository, args.termination_log, args.pvc_mount} == mounts
+    assert {args.repository, args.termination_log, args.pvc_mount, os.path.dirname(args.source_file)} == mounts
 
 
 def test_pvc_volume_is_mounted_where_the_fetcher_reads_it():
     init, pod = init_container({"uri": "pvc://store/a/b.onnx", "format": "onnx"})
     assert {"name": "model-source", "mountPath": "/mnt/pvc/store", "readOnly": True} in init["volumeMounts"]
     assert {"name": "model-source", "persistentVolumeClaim": {"claimName": "store", "readOnly": True}} in pod["volumes"]
-    assert "model-source" not in str(pod["containers"])  # Triton never sees the source
+    triton, agent = pod["containers"]
+    assert "model-source" not in str(triton)  # Triton never sees the source; the agent fetches like the init
+    assert {"name": "model-source", "mountPath": "/mnt/pvc/store", "readOnly": True} in agent["volumeMounts"]
 
 
 @pytest.mark.parametrize("uri", ["s3://b/m.onnx", "https://h/m.onnx"])

@@ -32,7 +32,10 @@ def test_revision_changes_with_model_serving_resources_and_image():
     assert names.revision_of(base, "img2") != rev
     assert names.revision_of(base, "img", "fetcher:2") != names.revision_of(base, "img", "fetcher:1")
     for change in (
-        {"model": {**BASE["model"], "version": 2}},
+        {"model": {**BASE["model"], "name": "other"}},
+        {"model": {**BASE["model"], "format": "torchscript"}},
+        {"model": {**BASE["model"], "credentialsSecret": "creds"}},
+        {"model": {**BASE["model"], "uri": "pvc://claim/m.onnx"}},  # the pod mounts the claim
         {"serving": {"maxBatchSize": 4}},
         {"resources": {"gpu": {"count": 2}}},
         {"placement": {"nodeSelector": {"a": "b"}}},
@@ -44,3 +47,10 @@ def test_revision_same_whether_defaults_explicit_or_not():
     explicit = {"model": {**BASE["model"], "version": 1}, "serving": {"instancesPerDevice": 1},
                 "resources": {"gpu": {"count": 1}}}
     assert names.revision_of(parse_spec("m", explicit), "i") == names.revision_of(parse_spec("m", BASE), "i")
+
+
+def test_a_new_model_version_or_file_is_not_a_new_revision():
+    """The pods swap those in place (model agent); the pod template must not change."""
+    rev = names.revision_of(parse_spec("m", BASE), "img")
+    for change in ({"version": 2}, {"uri": "s3://elsewhere/v2/model.onnx"}, {"sha256": "a" * 64}):
+        assert names.revision_of(parse_spec("m", {**BASE, "model": {**BASE["model"], **change}}), "img") == rev

@@ -30,7 +30,7 @@ def operator_pod(init_containers=()):
     md = {"model": {"uri": "https://x/digits/1/model.onnx", "format": "onnx", "name": "digits"},
           "serving": {"maxBatchSize": 8}, "resources": {"gpu": {"count": 1}}}
     children = render_children(Owner("digits", "default", "uid-1"), parse_spec("digits", md), "abc123", RenderOptions())
-    cm, deployment = children[0], children[2]
+    cm, deployment = children[1], children[3]
     template = copy.deepcopy(deployment["spec"]["template"])
     spec = template["spec"]
     spec["initContainers"] = list(init_containers)
@@ -101,8 +101,8 @@ def test_kwok_patch_overrides_manage_all_nodes_in_place():
 
 def test_operator_triton_pod_becomes_the_wheel_tritonserver_on_remapped_ports():
     pod, cm = operator_pod()
-    ports = plan.assign_ports(plan.wanted_ports(pod), None, iter([41000, 41001, 41002]))
-    assert ports == {8000: 41000, 8001: 41001, 8002: 41002}
+    ports = plan.assign_ports(plan.wanted_ports(pod), None, iter([41000, 41001, 41002, 41009]))
+    assert ports == {8000: 41000, 8001: 41001, 8002: 41002, 8009: 41009}  # Triton's three and the agent's
     triton_c = pod["spec"]["containers"][0]
     p = plan.plan_container(CONFIG, pod, triton_c, ports, lookup_from({("ConfigMap", cm["metadata"]["name"]): cm}))
     repo = "/r/pods/default_digits-stable-xyz_01234567/volumes/model-repository"

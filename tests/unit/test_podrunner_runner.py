@@ -35,7 +35,7 @@ FAKE_TRITON = textwrap.dedent("""\
     class H(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             ready = time.monotonic() - started > {ready_after}
-            code = 200 if self.path == "/v2/health/live" or (self.path == "/v2/health/ready" and ready) else 400
+            code = 200 if self.path == "/v2/health/live" or (self.path in ("/v2/health/ready", "/v2/models/digits/ready") and ready) else 400
             self.send_response(code); self.end_headers()
         def log_message(self, *a): pass
     print("fake triton serving", model, flush=True)
@@ -110,8 +110,8 @@ def _merge(target, patch):
 def operator_pod(uri):
     md = {"model": {"uri": uri, "format": "onnx", "name": "digits", "version": 1},
           "serving": {"maxBatchSize": 8}, "resources": {"gpu": {"count": 1}}}
-    cm, _, deployment = render_children(Owner("digits", "default", "uid-1"), parse_spec("digits", md), "rev1",
-                                        RenderOptions())
+    source, cm, _, deployment = render_children(Owner("digits", "default", "uid-1"), parse_spec("digits", md),
+                                                 "rev1", RenderOptions())
     spec = copy.deepcopy(deployment["spec"]["template"]["spec"])
     spec.update(nodeName="local-0", restartPolicy="Always")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -120,7 +120,7 @@ def operator_pod(uri):
                         "annotations": {}}, "spec": spec,
            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True",
                                                           "lastTransitionTime": "2026-11-28T00:00:00Z"}]}}
-    return pod, cm
+    return pod, cm, source
 
 
 @pytest.fixture
@@ -157,9 +157,10 @@ def test_operator_pod_runs_and_is_ready_only_when_triton_answers(setup):
     model = tmp / "src" / "model.onnx"
     model.parent.mkdir()
     model.write_bytes(b"not really onnx, the fake triton does not care")
-    pod, cm = operator_pod(f"file://{model}")
+    pod, cm, source = operator_pod(f"file://{model}")
     api.pods[("default", pod["metadata"]["name"])] = pod
     api.configmaps[("default", cm["metadata"]["name"])] = cm
+    api.configmaps[("default", source["metadata"]["name"])] = source
     runner.register_node()
     assert "kwok.x-k8s.io/node" not in api.nodes["local-0"]["metadata"]["annotations"]
     assert api.nodes["local-0"]["status"]["conditions"][-1]["type"] == "Ready"
@@ -169,7 +170,7 @@ def test_operator_pod_runs_and_is_ready_only_when_triton_answers(setup):
     assert run_until(runner, lambda: ready(stored())), runner.out.getvalue()
     pod = stored()
     ports = json.loads(pod["metadata"]["annotations"][claim.PORTS_ANNOTATION])
-    assert sorted(ports) == ["8000", "8001", "8002"]
+    assert sorted(ports) == ["8000", "8001", "8002", "8009"]  # Triton's and the model agent's
     assert pod["status"]["phase"] == "Running"
     init = pod["status"]["initContainerStatuses"][0]
     assert init["state"]["terminated"]["exitCode"] == 0 and init["state"]["terminated"]["reason"] == "Completed"
@@ -198,9 +199,10 @@ def test_operator_pod_runs_and_is_ready_only_when_triton_answers(setup):
 @pytest.mark.timeout(60)
 def test_failed_fetch_shows_init_error_with_the_fetchers_message(setup):
     api, runner, tmp = setup
-    pod, cm = operator_pod(f"file://{tmp}/missing/model.onnx")
+    pod, cm, source = operator_pod(f"file://{tmp}/missing/model.onnx")
     api.pods[("default", pod["metadata"]["name"])] = pod
     api.configmaps[("default", cm["metadata"]["name"])] = cm
+    api.configmaps[("default", source["metadata"]["name"])] = source
     stored = lambda: api.pods[("default", "digits-stable-abc")]  # noqa: E731
 
     def failed_twice():

@@ -52,8 +52,8 @@ def md(status=None, **spec):
 def test_full_reconcile_applies_children_in_order_and_writes_status():
     kube = FakeKube()
     result = reconcile(kube, md(), RenderOptions(), lambda: T0)
-    assert [c for c in kube.calls if c[0] == "apply"] == [("apply", "ConfigMap"), ("apply", "Service"),
-                                                          ("apply", "Deployment")]
+    assert [c for c in kube.calls if c[0] == "apply"] == [("apply", "ConfigMap"), ("apply", "ConfigMap"),
+                                                          ("apply", "Service"), ("apply", "Deployment")]
     assert result.written and kube.status["phase"] == "Ready"
     assert result.deployment_generation == 1
     assert ("list_configmaps", "modeldeploy.io/modeldeployment=m,app.kubernetes.io/managed-by=modeldeploy") \
@@ -109,3 +109,16 @@ def test_fetch_failure_of_a_pod_is_the_ready_reason():
     ready = next(c for c in result.status["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "ModelFetchFailed"
     assert "ChecksumMismatch: sha256 of m.onnx is ab12, expected cd34" in ready["message"]
+
+
+def test_prune_keeps_the_current_revision_and_the_model_source():
+    from modeldeploy.reconcile.modeldeployment import prune_config_maps
+
+    class Listing(FakeKube):
+        def list_config_maps(self, namespace, selector):
+            return [{"metadata": {"name": n, "labels": labels}} for n, labels in (
+                ("m-config-old", {"modeldeploy.io/revision": "old"}),
+                ("m-config-new", {"modeldeploy.io/revision": "new"}),
+                ("m-model", {}))]
+
+    assert prune_config_maps(Listing(), "ns", "m", keep={"new"}) == ["m-config-old"]

@@ -110,11 +110,11 @@ def test_a_chosen_variant_is_recorded_then_rolled_out_from_the_store():
     key = result.status["compression"]["key"]
     # the result is recorded first: a crash after this point finds it, not the Job
     assert kube.applied[0]["metadata"]["name"] == r.cache_name(key)
-    assert kinds(kube) == ["ConfigMap", "ConfigMap", "Service", "Deployment"]
-    deployment = kube.applied[-1]
-    fetch_args = deployment["spec"]["template"]["spec"]["initContainers"][0]["args"]
-    assert fetch_args[fetch_args.index("--uri") + 1] == f"pvc://store/{key}/selected/model.onnx"
-    assert fetch_args[fetch_args.index("--sha256") + 1] == "ab" * 32
+    assert kinds(kube) == ["ConfigMap", "ConfigMap", "ConfigMap", "Service", "Deployment"]
+    source = json.loads(kube.applied[1]["data"]["source.json"])  # ConfigMap m-model: what pods fetch
+    assert source == {"uri": f"pvc://store/{key}/selected/model.onnx", "version": 1, "sha256": "ab" * 32}
+    volumes = kube.applied[-1]["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "model-source", "persistentVolumeClaim": {"claimName": "store", "readOnly": True}} in volumes
     s = result.status
     assert s["phase"] == c.PHASE_READY and cond(s, c.COND_COMPRESSED)["status"] == "True"
     assert s["compression"]["cached"] is False and s["compression"]["selected"] == "prune+int8-static"

@@ -75,7 +75,7 @@ def test_job_properties():
         parse_recipe(spec.compression.recipe).to_dict()
     fetch = pod["initContainers"][0]
     assert fetch["name"] == "fetch-model" and "/work/input" in fetch["args"]
-    assert fetch["envFrom"] == [{"secretRef": {"name": "s3-creds", "optional": False}}]
+    assert fetch["envFrom"] == compress["envFrom"] == [{"secretRef": {"name": "s3-creds", "optional": False}}]
     assert args[args.index("--model") + 1] == "/work/input/digits/1/model.onnx"
     # the job's own placement replaces spec.placement; a CPU job gets no GPU toleration
     assert pod["nodeSelector"] == {"pool": "cpu"}
@@ -93,6 +93,9 @@ def test_gpu_job_follows_spec_placement_and_tolerates_gpu_nodes():
     assert pod["containers"][0]["resources"]["limits"][c.GPU_RESOURCE] == "1"
     claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
     assert claims == {"store": "store", "model-source": "trained"}
+    # the dataset pvc://trained/... is readable by the compress container where the fetcher reads the claim
+    compress = pod["containers"][0]
+    assert {"name": "model-source", "mountPath": "/mnt/pvc/trained", "readOnly": True} in compress["volumeMounts"]
 
 
 def test_served_spec_points_serving_pods_at_the_store():
@@ -100,7 +103,7 @@ def test_served_spec_points_serving_pods_at_the_store():
     served = r.served_spec(spec, "k" * 64, {"file": "selected/model.onnx", "sha256": "ab" * 32})
     assert served.model.uri == f"pvc://model-store/{'k' * 64}/selected/model.onnx"
     assert (served.model.sha256, served.model.credentials_secret, served.model.name) == ("ab" * 32, None, "digits")
-    deployment = render_children(owner, served, "rev", OPTIONS)[2]
+    deployment = render_children(owner, served, "rev", OPTIONS)[3]
     pod = deployment["spec"]["template"]["spec"]
     assert {"name": "model-source", "persistentVolumeClaim": {"claimName": "model-store", "readOnly": True}} \
         in pod["volumes"]

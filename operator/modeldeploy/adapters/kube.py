@@ -137,6 +137,15 @@ class Kube:
             raise KubeError("create", _describe(job), RuntimeError("exists, then vanished; will retry"))
         return existing
 
+    def stamp_pod_template(self, namespace: str, deployment: str, annotation: str, value: str) -> None:
+        """Set one pod-template annotation with a field manager of its own (a rolling restart, like
+        ``kubectl rollout restart``): the main apply does not own it, so it neither removes it nor
+        conflicts with it. The same value again is a no-op."""
+        obj = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": deployment, "namespace": namespace},
+               "spec": {"template": {"metadata": {"annotations": {annotation: value}}}}}
+        self._call("restart", _describe(obj), self.apps.patch_namespaced_deployment, deployment, namespace, obj,
+                   field_manager=c.RESTART_FIELD_MANAGER, force=True, _content_type=APPLY)
+
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         out = self._call("list", f"Pods in {namespace}", self.core.list_namespaced_pod, namespace,
                          label_selector=label_selector)

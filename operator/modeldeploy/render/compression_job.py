@@ -134,12 +134,16 @@ def render_job(owner: Owner, spec: Spec, key: str, recipe: Mapping[str, Any], op
             "--out", f"{STORE_DIR}/{key}",
             "--termination-log", TERMINATION_MESSAGE_PATH,
         ],
-        "env": [{"name": "TMPDIR", "value": "/tmp"}, {"name": "HOME", "value": "/tmp"}],
+        "env": [{"name": "TMPDIR", "value": "/tmp"}, {"name": "HOME", "value": "/tmp"}, *fetch.get("env", [])],
+        **({"envFrom": copy.deepcopy(fetch["envFrom"])} if "envFrom" in fetch else {}),
         "resources": _resources(spec),
+        # The dataset is read with the fetcher's readers: same credentials, and the model's claim (a
+        # pvc:// dataset on it) where the fetcher mounts it.
         "volumeMounts": [
             {"name": "input", "mountPath": INPUT_DIR, "readOnly": True},
             {"name": "store", "mountPath": STORE_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
+            *[m for m in fetch["volumeMounts"] if m["name"] != "input"],
         ],
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",

@@ -2,7 +2,9 @@
 
 Inputs and outputs are left out: Triton's auto-complete fills them from the model for ONNX, TensorRT
 and SavedModel, which avoids a second source of truth. Only what the user declared, plus the instance
-group derived from the GPU request, is written.
+group derived from the GPU request, is written. No ``version_policy``: Triton's default (the latest
+version) is the one version folder the repository holds; a fixed version here would tie this
+per-revision ConfigMap to one model version, and the model agent swaps versions without a new revision.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ def render_config_pbtxt(spec: Spec) -> str:
         f"name: {_quote(spec.model.name)}",
         f"backend: {_quote(spec.backend)}",
         f"max_batch_size: {spec.serving.max_batch_size}",
-        f"version_policy: {{ specific: {{ versions: [ {spec.model.version} ] }} }}",
     ]
     dyn = spec.serving.dynamic_batching
     if dyn is not None:

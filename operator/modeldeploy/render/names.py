@@ -1,7 +1,8 @@
 """Names, labels and revision hashes for the objects a ModelDeployment owns.
 
-A revision is the hash of everything that changes what a serving pod runs (model, serving config,
-resources, placement, and the Triton image the operator would use). Children carry it as a label so
+A revision is the hash of everything that changes what a serving pod runs (model name and format,
+serving config, resources, placement, and the images the operator would use); the model's location
+and version are not part of it, since running pods swap versions in place. Children carry it as a label so
 that two revisions of one ModelDeployment can run side by side during a canary rollout, and so that a
 spec change that does not touch the pods (e.g. replicas) creates no new revision.
 
@@ -41,7 +42,14 @@ def revision_of(spec: Spec, triton_image: str, fetcher_image: str = "") -> str:
     Hashing the parsed, defaulted spec means a default filled by the API server and the same default
     filled by ``parse_spec`` give the same revision. Both images the pod runs are part of it.
     """
-    relevant = {k: asdict(getattr(spec, k)) for k in ("model", "serving", "resources", "placement")}
+    relevant: dict[str, Any] = {k: asdict(getattr(spec, k)) for k in ("serving", "resources", "placement")}
+    # The model's location and version are not in the pod template (the ConfigMap <name>-model is;
+    # running pods swap versions in place), except what shapes the pod: its name and format, the
+    # credentials Secret, and the claim a pvc:// model mounts.
+    model = spec.model
+    claim = model.uri.split("://", 1)[1].split("/", 1)[0] if model.scheme == "pvc" else None
+    relevant["model"] = {"name": model.name, "format": model.format, "credentials": model.credentials_secret,
+                         "scheme": model.scheme, "claim": claim}
     relevant["image"] = spec.serving.image or triton_image
     if fetcher_image:
         relevant["fetcher"] = fetcher_image
@@ -54,6 +62,10 @@ def deployment_name(md_name: str, track: str = c.TRACK_STABLE) -> str:
 
 def service_name(md_name: str) -> str:
     return fit(md_name)
+
+
+def model_source_name(md_name: str) -> str:
+    return fit(f"{md_name}-model", 253)
 
 
 def config_map_name(md_name: str, revision: str) -> str:

@@ -17,6 +17,7 @@ where the fetcher looks for it. A ``file://`` path is read from the fetcher cont
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,8 @@ from modeldeploy import __version__
 from modeldeploy.api import constants as c
 from modeldeploy.api.spec import Spec
 from modeldeploy.fetch.errors import InvalidURI
+from modeldeploy.fetch.source_file import FILE_NAME as SOURCE_FILE
+from modeldeploy.fetch.source_file import render_source
 from modeldeploy.fetch.uri import parse_uri, pvc_mount_path
 from modeldeploy.render import names
 from modeldeploy.render.config_pbtxt import render_config_pbtxt
@@ -38,6 +41,9 @@ FETCHER_UID = 10001
 #: Where a gs:// credentials Secret is mounted in the fetcher; the key ``gcs.json`` is the service account file.
 GCS_CREDENTIALS_DIR = "/var/run/secrets/modeldeploy/gcs"
 GCS_CREDENTIALS_KEY = "gcs.json"
+#: Where the model source file (ConfigMap <name>-model) is mounted in the fetcher and the agent.
+MODEL_SOURCE_DIR = "/etc/modeldeploy/model"
+AGENT_PORT = 8009
 
 
 @dataclass(frozen=True)
@@ -122,16 +128,26 @@ def _triton_args(spec: Spec) -> list[str]:
     ]
 
 
-def _fetch_args(spec: Spec, claim: str | None, repository: str = c.MODEL_REPOSITORY) -> list[str]:
+def _source_args(spec: Spec, from_file: bool) -> list[str]:
+    """Which model: from the mounted source file (serving pods: the template must not change with the
+    model version), or spelt out (compression Jobs: the model is part of the Job's identity)."""
+    if from_file:
+        return ["--source-file", f"{MODEL_SOURCE_DIR}/{SOURCE_FILE}"]
+    model = spec.model
+    args = ["--uri", model.uri, "--version", str(model.version)]
+    if model.sha256:
+        args += ["--sha256", model.sha256]
+    return args
+
+
+def _fetch_args(spec: Spec, claim: str | None, repository: str = c.MODEL_REPOSITORY,
+                from_file: bool = False) -> list[str]:
     """``modeldeploy fetch`` arguments. Every path the fetcher touches is spelt out as an argument, never
     left to a default, so a runner that maps container paths to host paths (the sandbox pod runner
     rewrites absolute-path arguments under a mount) moves them all."""
     model = spec.model
-    args = ["fetch", "--uri", model.uri, "--format", model.format, "--name", model.name,
-            "--version", str(model.version), "--repository", repository,
-            "--termination-log", TERMINATION_MESSAGE_PATH]
-    if model.sha256:
-        args += ["--sha256", model.sha256]
+    args = ["fetch", *_source_args(spec, from_file), "--format", model.format, "--name", model.name,
+            "--repository", repository, "--termination-log", TERMINATION_MESSAGE_PATH]
     if claim:
         args += ["--pvc-mount", pvc_mount_path(claim)]
     return args
@@ -152,17 +168,20 @@ def _pvc_claim(spec: Spec) -> str | None:
 
 
 def fetch_container(spec: Spec, options: RenderOptions, repository: str = c.MODEL_REPOSITORY,
-                    volume: str = "model-repository") -> dict[str, Any]:
+                    volume: str = "model-repository", from_file: bool = False) -> dict[str, Any]:
     """The ``fetch-model`` init container: fills the model repository (volume ``volume`` mounted at
-    ``repository``) from spec.model.uri. Also the first step of a compression Job."""
+    ``repository``) from spec.model.uri, or from the mounted source file (``from_file``, serving pods).
+    Also the first step of a compression Job."""
     mounts: list[dict[str, Any]] = [{"name": volume, "mountPath": repository}]
+    if from_file:
+        mounts.append({"name": "model-source-file", "mountPath": MODEL_SOURCE_DIR, "readOnly": True})
     claim = _pvc_claim(spec)
     if claim:
         mounts.append({"name": "model-source", "mountPath": pvc_mount_path(claim), "readOnly": True})
     container: dict[str, Any] = {
         "name": "fetch-model",
         "image": options.fetcher_image,
-        "args": _fetch_args(spec, claim, repository),
+        "args": _fetch_args(spec, claim, repository, from_file),
         "resources": {
             "requests": {"cpu": "100m", "memory": "128Mi"},
             "limits": {"cpu": "1", "memory": "1Gi"},  # page cache of big writes counts here
@@ -203,8 +222,29 @@ def fetch_volumes(spec: Spec) -> list[dict[str, Any]]:
     return volumes
 
 
-def _probe(path: str, **timing: int) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": "http"}, **timing}
+def _probe(path: str, port: str = "http", **timing: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": port}, **timing}
+
+
+def agent_container(spec: Spec, options: RenderOptions) -> dict[str, Any]:
+    """The ``model-agent`` sidecar: swaps the served model version in place when only the model changes
+    (modeldeploy/agent/). It fetches like the init container (same image, credentials, mounts)."""
+    agent = copy.deepcopy(fetch_container(spec, options, from_file=True))
+    claim = _pvc_claim(spec)
+    args = ["agent", "--repository", c.MODEL_REPOSITORY, "--name", spec.model.name, "--format", spec.model.format,
+            "--source-file", f"{MODEL_SOURCE_DIR}/{SOURCE_FILE}",
+            "--triton-url", f"127.0.0.1:{c.HTTP_PORT}", "--triton-grpc-url", f"127.0.0.1:{c.GRPC_PORT}",
+            "--port", str(AGENT_PORT), "--termination-log", TERMINATION_MESSAGE_PATH]
+    if claim:
+        args += ["--pvc-mount", pvc_mount_path(claim)]
+    agent.update(
+        name="model-agent",
+        args=args,
+        ports=[{"name": "agent", "containerPort": AGENT_PORT, "protocol": "TCP"}],
+        livenessProbe=_probe("/healthz", "agent", periodSeconds=20, failureThreshold=3),
+        resources={"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+    )
+    return agent
 
 
 def scheduling(spec: Spec) -> dict[str, Any]:
@@ -246,7 +286,9 @@ def render_deployment(
         ],
         "startupProbe": _probe("/v2/health/live", periodSeconds=5, failureThreshold=120),
         "livenessProbe": _probe("/v2/health/live", periodSeconds=10, failureThreshold=3),
-        "readinessProbe": _probe("/v2/health/ready", periodSeconds=5, failureThreshold=3),
+        # The model's readiness, not the server's: with --strict-readiness, /v2/health/ready is false
+        # while the agent loads a new version next to the old one, though the old one still serves.
+        "readinessProbe": _probe(f"/v2/models/{spec.model.name}/ready", periodSeconds=5, failureThreshold=3),
         "resources": _resources(spec),
         "volumeMounts": [
             {"name": "model-repository", "mountPath": c.MODEL_REPOSITORY},
@@ -260,11 +302,12 @@ def render_deployment(
         },
     }
     pod_spec: dict[str, Any] = {
-        "initContainers": [fetch_container(spec, options)],
-        "containers": [container],
+        "initContainers": [fetch_container(spec, options, from_file=True)],
+        "containers": [container, agent_container(spec, options)],
         "volumes": [
             {"name": "model-repository", "emptyDir": {}},
             {"name": "model-config", "configMap": {"name": names.config_map_name(owner.name, revision)}},
+            {"name": "model-source-file", "configMap": {"name": names.model_source_name(owner.name)}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
             *fetch_volumes(spec),
         ],
@@ -320,9 +363,23 @@ def render_service(owner: Owner, spec: Spec) -> dict[str, Any]:
     }
 
 
+def render_model_source(owner: Owner, spec: Spec) -> dict[str, Any]:
+    """ConfigMap ``<name>-model``: the model the pods fetch at start (fetch/source_file.py). Mutable and
+    not per revision: a new version changes this object, not the pod template."""
+    model = spec.model
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(owner, names.model_source_name(owner.name),
+                              names.common_labels(owner.name, model.name)),
+        "data": {SOURCE_FILE: render_source(model.uri, model.version, model.sha256)},
+    }
+
+
 def render_children(owner: Owner, spec: Spec, revision: str, options: RenderOptions) -> list[dict[str, Any]]:
-    """All desired children, in apply order (the ConfigMap before the Deployment that mounts it)."""
+    """All desired children, in apply order (the ConfigMaps before the Deployment that mounts them)."""
     return [
+        render_model_source(owner, spec),
         render_config_map(owner, spec, revision),
         render_service(owner, spec),
         render_deployment(owner, spec, revision, options),

@@ -13,7 +13,9 @@ emulated by rewriting the process's view instead of the filesystem:
   mount of the same container (the operator's ``config.pbtxt`` subPath inside ``/models``) becomes a
   symlink inside the outer mount's folder, created before the container starts.
 - **Ports** (a pod has one network namespace, so a container port number is unique in the pod) are
-  mapped to free loopback ports, kept in the pod annotation :data:`claim.PORTS_ANNOTATION`.
+  mapped to free loopback ports, kept in the pod annotation :data:`claim.PORTS_ANNOTATION`. A
+  modeldeploy container's arguments that name a pod port (``127.0.0.1:<port>`` to reach a sibling
+  container, ``--port <port>`` to listen) are rewritten to the host port (:func:`translate_ports`).
 - **Images** are not run: the Triton image's ``tritonserver`` is the PyPI wheel's binary
   (:mod:`.triton`), the modeldeploy image's entrypoint ``modeldeploy`` is ``python -m modeldeploy``.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import base64
 import json
 import posixpath
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -239,6 +242,31 @@ def translate_arg(arg: str, mounts: Sequence[Mount]) -> str:
     return to_host(arg, mounts) or arg
 
 
+_LOOPBACK = re.compile(r"^(?P<flag>--[A-Za-z0-9-]+=)?(?:127\.0\.0\.1|localhost):(?P<port>\d+)$")
+
+
+def translate_ports(args: Sequence[str], ports: Mapping[int, int]) -> list[str]:
+    """Arguments of a modeldeploy container with the pod's ports moved to the host ports: a loopback
+    address ``127.0.0.1:<port>`` (alone or as ``--flag=value``; how one container of a pod reaches
+    another) and the value of ``--port`` (the port the container itself listens on).
+
+    >>> translate_ports(["--triton-url", "127.0.0.1:8000", "--x=localhost:8001", "--port", "8009", "9"],
+    ...                 {8000: 41000, 8001: 41001, 8009: 41009})
+    ['--triton-url', '127.0.0.1:41000', '--x=127.0.0.1:41001', '--port', '41009', '9']
+    """
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        m = _LOOPBACK.match(arg)
+        if m and int(m.group("port")) in ports:
+            arg = f"{m.group('flag') or ''}127.0.0.1:{ports[int(m.group('port'))]}"
+        elif i > 0 and args[i - 1] == "--port" and arg.isdigit() and int(arg) in ports:
+            arg = str(ports[int(arg)])
+        elif arg.startswith("--port=") and arg[7:].isdigit() and int(arg[7:]) in ports:
+            arg = f"--port={ports[int(arg[7:])]}"
+        out.append(arg)
+    return out
+
+
 def nested_links(mounts: Sequence[Mount]) -> list[tuple[str, str]]:
     """Mounts lying inside another mount: (where the link goes on the host, its target).
 
@@ -354,7 +382,8 @@ def _argv(config: HostConfig, container: dict[str, Any], mounts: Sequence[Mount]
             raise PlanError("CreateContainerError",
                             f"container {container['name']!r}: the pod runner runs only the `modeldeploy` "
                             f"entrypoint of the modeldeploy image, not {line[:1]}")
-        return [config.python, "-m", "modeldeploy", *(translate_arg(a, mounts) for a in line[1:])]
+        return [config.python, "-m", "modeldeploy",
+                *translate_ports([translate_arg(a, mounts) for a in line[1:]], ports)]
     raise PlanError("ErrImageNeverPull",
                     f"image {container.get('image')!r}: the pod runner runs only the Triton and modeldeploy images")
 

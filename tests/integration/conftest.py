@@ -129,8 +129,9 @@ class OperatorProcess:
 
 
 @pytest.fixture(scope="session")
-def operator(kubeconfig, crd_installed, tmp_path_factory):
-    proc = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
+def operator(sandbox, kubeconfig, crd_installed, tmp_path_factory):
+    env = {"MODELDEPLOY_PROMETHEUS_URL": sandbox.prometheus_url} if sandbox.prometheus_url else {}
+    proc = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log", extra_env=env)
     proc.start()
     yield proc
     proc.stop()

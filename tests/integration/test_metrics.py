@@ -97,3 +97,9 @@ def test_triton_metrics_per_revision_reach_prometheus(api, operator, namespace, 
         return not [t for t in active if t["labels"].get("namespace") == namespace]
     wait_for(target_gone, timeout=60, what=f"no Prometheus target left in namespace {namespace}")
     print(f"target gone {time.monotonic() - deleted:.1f}s after the ModelDeployment was deleted")
+
+
+def test_operator_is_told_where_prometheus_is(operator, prometheus):
+    wait_for(lambda: "Prometheus http://" in operator.log_since(0), 30, what="the operator's Prometheus line")
+    line = next(l for l in operator.log_since(0).splitlines() if "Prometheus http://" in l)
+    assert ": ready (HTTP 200)" in line, line

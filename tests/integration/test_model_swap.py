@@ -120,6 +120,13 @@ def test_new_version_is_swapped_in_place_under_load(api, operator, namespace, ru
     assert set(restarts(after).values()) == {0}  # and no container restarted
     assert "1" in load.versions and load.versions[-1] == "2"
     assert load.versions.index("2") > load.versions.index("1")
+    # only the operator (holding the Secret's token) may tell an agent what to serve
+    from modeldeploy.adapters.agent import AgentClient, AgentError, endpoint
+
+    url = endpoint(client.ApiClient().sanitize_for_serialization(after[0]))
+    assert AgentClient().get(url)["served"]["version"] == 2
+    with pytest.raises(AgentError, match="HTTP 401"):
+        AgentClient().put(url, {"uri": f"file://{v1}", "version": 3})
     events = client.CoreV1Api(api).list_namespaced_event(namespace).items
     assert not [e for e in events if e.reason in ("Killing", "BackOff")]
     assert md["status"]["conditions"][0]["type"] == c.COND_READY

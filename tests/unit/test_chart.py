@@ -38,6 +38,8 @@ NAMESPACED_RULES = {
     ("", "configmaps", "patch"),
     ("", "configmaps", "list"),
     ("", "configmaps", "delete"),
+    ("", "secrets", "get"),
+    ("", "secrets", "create"),
     ("", "services", "create"),
     ("", "services", "patch"),
     ("apps", "deployments", "get"),

@@ -71,7 +71,7 @@ class FakeApi:
             self.leases[body["metadata"]["name"] if method == "POST" else name] = body
             return 200, body
         ns, kind, name = parts[3], parts[4], parts[5]
-        if kind == "configmaps":
+        if kind in ("configmaps", "secrets"):  # both kept in one table, keyed by (namespace, name)
             cm = self.configmaps.get((ns, name))
             return (200, copy.deepcopy(cm)) if cm else self._missing(method, path, ok)
         if kind == "pods":
@@ -161,6 +161,8 @@ def test_operator_pod_runs_and_is_ready_only_when_triton_answers(setup):
     api.pods[("default", pod["metadata"]["name"])] = pod
     api.configmaps[("default", cm["metadata"]["name"])] = cm
     api.configmaps[("default", source["metadata"]["name"])] = source
+    api.configmaps[("default", "digits-agent-token")] = {"metadata": {"name": "digits-agent-token"},
+                                                         "data": {"token": "dDBrZW4="}}
     runner.register_node()
     assert "kwok.x-k8s.io/node" not in api.nodes["local-0"]["metadata"]["annotations"]
     assert api.nodes["local-0"]["status"]["conditions"][-1]["type"] == "Ready"
@@ -203,6 +205,8 @@ def test_failed_fetch_shows_init_error_with_the_fetchers_message(setup):
     api.pods[("default", pod["metadata"]["name"])] = pod
     api.configmaps[("default", cm["metadata"]["name"])] = cm
     api.configmaps[("default", source["metadata"]["name"])] = source
+    api.configmaps[("default", "digits-agent-token")] = {"metadata": {"name": "digits-agent-token"},
+                                                         "data": {"token": "dDBrZW4="}}
     stored = lambda: api.pods[("default", "digits-stable-abc")]  # noqa: E731
 
     def failed_twice():

@@ -35,6 +35,10 @@ class FakeKube:
 
     pods = []
 
+    def ensure_secret_token(self, namespace, name, key, owner_reference, labels):
+        self.calls.append(("ensure_secret", name))
+        return "t0ken"
+
     def list_config_maps(self, namespace, selector):
         self.calls.append(("list_configmaps", selector))
         return []

@@ -34,7 +34,8 @@ class FakeAgents:
             raise AgentError("GET /v1/model: connection refused")
         return {"served": self.served[url], "desired": None, "state": "Ready"}
 
-    def put(self, url, body):
+    def put(self, url, body, token=None):
+        assert token == "t0ken"  # the Secret's token, read from the Kube (FakeKube.ensure_secret_token)
         self.puts.append((url, body))
         self.served[url] = body  # this fake swaps at once
 

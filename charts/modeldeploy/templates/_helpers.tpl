@@ -70,6 +70,11 @@ Widening any of these fails tests/unit/test_chart.py on purpose.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "create", "patch", "list", "delete"]
+# Kube.ensure_secret_token: the Secret <name>-agent-token (created once, read for in-place swaps):
+# only the operator may tell the pods' model agents what to serve.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create"]
 # Kube.apply: server-side apply of the Triton Service.
 - apiGroups: [""]
   resources: ["services"]

@@ -48,17 +48,17 @@ def endpoint(pod: Mapping[str, Any], port: int = AGENT_PORT) -> str | None:
 
 
 class AgentClient:
-    def __init__(self, timeout: float = 3.0, token: str | None = None):
+    def __init__(self, timeout: float = 3.0):
         self.timeout = timeout
-        self.token = token
 
-    def _request(self, url: str, method: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def _request(self, url: str, method: str, body: Mapping[str, Any] | None = None,
+                 token: str | None = None) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(url + MODEL_PATH, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return json.loads(resp.read() or b"{}")
@@ -75,5 +75,5 @@ class AgentClient:
     def get(self, base: str) -> dict[str, Any]:
         return self._request(base, "GET")
 
-    def put(self, base: str, desired: Mapping[str, Any]) -> dict[str, Any]:
-        return self._request(base, "PUT", desired)
+    def put(self, base: str, desired: Mapping[str, Any], token: str | None = None) -> dict[str, Any]:
+        return self._request(base, "PUT", desired, token)

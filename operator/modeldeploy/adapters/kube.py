@@ -11,7 +11,9 @@ so nothing here blocks the event loop.
 
 from __future__ import annotations
 
+import base64
 import json
+import secrets
 from typing import Any, Mapping
 
 from kubernetes import client
@@ -136,6 +138,28 @@ class Kube:
         if existing is None:
             raise KubeError("create", _describe(job), RuntimeError("exists, then vanished; will retry"))
         return existing
+
+    def ensure_secret_token(self, namespace: str, name: str, key: str, owner_reference: Mapping[str, Any],
+                            labels: Mapping[str, str]) -> str:
+        """The value of ``key`` in Secret ``name``, creating the Secret with a random token when absent.
+        Created once and never re-applied: a re-apply would rotate the token under running pods."""
+        existing = self._get(f"Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace)
+        if existing is None:
+            body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                    "metadata": {"name": name, "namespace": namespace, "labels": dict(labels),
+                                 "ownerReferences": [dict(owner_reference)]},
+                    "stringData": {key: secrets.token_urlsafe(32)}}
+            try:
+                existing = self._call("create", _describe(body), self.core.create_namespaced_secret, namespace, body,
+                                      field_manager=self.field_manager)
+            except KubeError as err:
+                if err.status != 409:
+                    raise
+                existing = self._get(f"Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace)
+        data = ((existing or {}).get("data") or {}).get(key)
+        if not data:
+            raise KubeError("read", f"Secret {namespace}/{name}", RuntimeError(f"has no key {key!r}"))
+        return base64.b64decode(data).decode()
 
     def stamp_pod_template(self, namespace: str, deployment: str, annotation: str, value: str) -> None:
         """Set one pod-template annotation with a field manager of its own (a rolling restart, like

@@ -82,6 +82,23 @@ def configure(settings: kopf.OperatorSettings, logger, **_: Any) -> None:
     _kube = Kube()
     _options = options_from_env()
     logger.info("modeldeploy operator configured: triton image %s", _options.triton_image)
+    prometheus = os.environ.get("MODELDEPLOY_PROMETHEUS_URL")
+    if prometheus:
+        logger.info("Prometheus %s: %s", prometheus, check_prometheus(prometheus))
+
+
+def check_prometheus(url: str, timeout: float = 3.0) -> str:
+    """One line on whether the configured Prometheus answers (its readiness endpoint)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/-/ready", timeout=timeout) as resp:
+            return f"ready (HTTP {resp.status})"
+    except urllib.error.HTTPError as err:
+        return f"not ready (HTTP {err.code})"
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        return f"unreachable ({getattr(err, 'reason', err)})"
 
 
 def _reconcile(namespace: str, name: str, logger, deployment: Any = None) -> None:

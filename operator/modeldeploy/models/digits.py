@@ -25,16 +25,14 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from modeldeploy.models import _nn
+from modeldeploy.models import _cache, _nn
+from modeldeploy.models._cache import cache_root
 
 #: Bump when the code below would produce a different model for the same seed and hyperparameters.
 CODE_VERSION = "digits-cnn-1"
@@ -218,9 +216,6 @@ def load_params(path) -> dict[str, np.ndarray]:
     return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("MODELDEPLOY_CACHE") or Path.home() / ".cache" / "modeldeploy")
-
 
 def cache_key(hp: Hyperparameters = Hyperparameters(), seed: int = 0, opset: int = 17) -> str:
     blob = json.dumps({"code": CODE_VERSION, "seed": seed, "opset": opset, "hp": dataclasses.asdict(hp)},
@@ -274,28 +269,8 @@ def build(out_dir=None, *, seed: int = 0, hp: Hyperparameters = Hyperparameters(
     start = time.perf_counter()
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     entry = root / "models" / f"digits-{cache_key(hp, seed, opset)}"
-    cached = (entry / REPORT_FILE).is_file() and not force
-    if not cached:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
-        try:
-            _train_into(tmp, hp, seed, opset, log)
-            if force and entry.exists():
-                shutil.rmtree(entry)
-            try:
-                os.rename(tmp, entry)
-            except OSError:  # another process finished the same build first; theirs is identical
-                if not (entry / REPORT_FILE).is_file():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    report = json.loads((entry / REPORT_FILE).read_text())
-    where = entry
-    if out_dir is not None:
-        where = Path(out_dir)
-        where.mkdir(parents=True, exist_ok=True)
-        for name in (MODEL_FILE, TEST_FILE, REPORT_FILE):
-            shutil.copyfile(entry / name, where / name)
+    report, cached, where = _cache.cached_build(entry, lambda tmp: _train_into(tmp, hp, seed, opset, log), (MODEL_FILE, TEST_FILE, REPORT_FILE),
+                                                out_dir, force)
     report.update(cached=cached, seconds=round(time.perf_counter() - start, 3),
                   cache_path=str(entry), model_path=str(where / MODEL_FILE), test_path=str(where / TEST_FILE))
     return report

@@ -35,17 +35,16 @@ import argparse
 import functools
 import hashlib
 import json
-import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from modeldeploy.models import _bert_graph
+from modeldeploy.models import _bert_graph, _cache
+from modeldeploy.models._cache import cache_root
 from modeldeploy.models._bert_graph import ATTENTION_MASK, EMBEDDING, INPUT_IDS
 from modeldeploy.models._sentences import sentences
 
@@ -196,9 +195,6 @@ def fuse(src: Path, dst: Path) -> dict[str, int]:
     return {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("MODELDEPLOY_CACHE") or Path.home() / ".cache" / "modeldeploy")
-
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -253,28 +249,8 @@ def build(out_dir=None, *, opset: int = 17, cache_dir=None, force: bool = False,
     model_dir = package_dir()
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     entry = root / "models" / f"minilm-{cache_key(model_dir, opset)}"
-    cached = (entry / REPORT_FILE).is_file() and not force
-    if not cached:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
-        try:
-            _build_into(tmp, model_dir, opset, log)
-            if force and entry.exists():
-                shutil.rmtree(entry)
-            try:
-                os.rename(tmp, entry)
-            except OSError:  # another process finished the same build first; theirs is identical
-                if not (entry / REPORT_FILE).is_file():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    report = json.loads((entry / REPORT_FILE).read_text())
-    where = entry
-    if out_dir is not None:
-        where = Path(out_dir)
-        where.mkdir(parents=True, exist_ok=True)
-        for name in (MODEL_FILE, FUSED_FILE, TOKENIZER_FILE, REPORT_FILE):
-            shutil.copyfile(entry / name, where / name)
+    report, cached, where = _cache.cached_build(entry, lambda tmp: _build_into(tmp, model_dir, opset, log), (MODEL_FILE, FUSED_FILE, TOKENIZER_FILE, REPORT_FILE),
+                                                out_dir, force)
     report.update(cached=cached, seconds=round(time.perf_counter() - start, 3), cache_path=str(entry),
                   model_path=str(where / MODEL_FILE), fused_path=str(where / FUSED_FILE))
     return report

@@ -13,7 +13,7 @@ restart stamp for same-version file changes) and returns what status needs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from modeldeploy.adapters.agent import AgentClient, AgentError, endpoint
 from modeldeploy.adapters.kube import Kube
@@ -72,8 +72,9 @@ def _ready(pod: Mapping[str, Any]) -> bool:
 
 
 def step(kube: Kube, agents: AgentClient, namespace: str, md_name: str, revision: str, spec: Spec,
-         previous: Mapping[str, Any], selector: str) -> SwapStep:
-    """Ask, tell, report: one round of the swap of the pods of ``revision`` to ``spec.model``."""
+         previous: Mapping[str, Any], selector: str, token: Callable[[], str] | None = None) -> SwapStep:
+    """Ask, tell, report: one round of the swap of the pods of ``revision`` to ``spec.model``.
+    ``token()`` gives the agents' token (read only when a pod is told something)."""
     desired = desired_of(spec)
     pods = [p for p in kube.list_pods(namespace, selector)
             if (p.get("metadata", {}).get("labels") or {}).get(c.LABEL_REVISION) == revision and _ready(p)]
@@ -91,9 +92,10 @@ def step(kube: Kube, agents: AgentClient, namespace: str, md_name: str, revision
         except AgentError as err:
             reports.append(policy.PodReport(name, None, str(err)))
     plan = policy.plan(desired, reports)
+    secret = token() if (plan.put and token is not None) else None
     for name in plan.put:
         try:
-            agents.put(urls[name], desired.body())
+            agents.put(urls[name], desired.body(), secret)
         except AgentError:
             pass  # the next round asks again and reports what the agent says
     if plan.restart:

@@ -21,7 +21,7 @@ from modeldeploy.reconcile import compression, model_swap
 from modeldeploy.policy.pods import diagnose_pods
 from modeldeploy.policy.status import Observation, compute_status, status_changed, transition_event
 from modeldeploy.render import names
-from modeldeploy.render.triton import Owner, RenderOptions, render_children
+from modeldeploy.render.triton import AGENT_TOKEN_KEY, Owner, RenderOptions, render_children
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ def reconcile(kube: Kube, body: Mapping[str, Any], options: RenderOptions, now: 
     deployment = observed_deployment
     if deployment is None:
         try:
+            agent_token(kube, owner, spec)  # the pods' model agents need it before they start
             for obj in render_children(owner, spec, revision, options):
                 applied = kube.apply(obj)
                 if obj["kind"] == "Deployment":
@@ -108,7 +109,7 @@ def reconcile(kube: Kube, body: Mapping[str, Any], options: RenderOptions, now: 
         swap = model_swap.SwapStep(served=previous.get("model"))  # wait for the rollout, then swap
         if _rolled_out(deployment, spec.desired_replicas):
             swap = model_swap.step(kube, agents, namespace, name, revision, spec, previous,
-                                   _selector_string(selector))
+                                   _selector_string(selector), token=lambda: agent_token(kube, owner, spec))
     served = (swap.served if swap else None) or model_swap.model_status(spec)
     base.update(model_name=served.get("name"), model_version=served.get("version"), model_uri=served.get("uri"),
                 model_sha256=served.get("sha256"))
@@ -122,6 +123,12 @@ def reconcile(kube: Kube, body: Mapping[str, Any], options: RenderOptions, now: 
     if result.written and result.status["phase"] == c.PHASE_READY:
         prune_config_maps(kube, namespace, name, keep={revision})
     return result
+
+
+def agent_token(kube: Kube, owner: Owner, spec) -> str:
+    """The token of this ModelDeployment's model agents (Secret ``<name>-agent-token``, made once)."""
+    return kube.ensure_secret_token(owner.namespace, names.agent_token_name(owner.name), AGENT_TOKEN_KEY,
+                                    owner.reference(), names.common_labels(owner.name, spec.model.name))
 
 
 def _rolled_out(deployment: Mapping[str, Any] | None, want: int) -> bool:

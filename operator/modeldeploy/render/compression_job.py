@@ -37,7 +37,7 @@ from modeldeploy.api import constants as c
 from modeldeploy.api.spec import ModelSpec, Spec
 from modeldeploy.render import names
 from modeldeploy.render.triton import (FETCHER_UID, TERMINATION_MESSAGE_PATH, Owner, RenderOptions,
-                                       fetch_container, fetch_volumes)
+                                       fetch_container, fetch_volumes, pod_scheduling)
 
 INPUT_DIR = "/work/input"
 STORE_DIR = "/store"
@@ -88,20 +88,11 @@ def _labels(owner: Owner, key: str) -> dict[str, str]:
 
 
 def _scheduling(spec: Spec) -> dict[str, Any]:
+    """The Job's own placement when set, else spec.placement; GPU conventions only for a GPU Job."""
     assert spec.compression is not None
     job = spec.compression.job
-    node_selector = dict(spec.placement.node_selector if job.node_selector is None else job.node_selector)
-    tolerations = [dict(t) for t in (spec.placement.tolerations if job.tolerations is None else job.tolerations)]
-    if job.gpu > 0:
-        gpu_toleration = {"key": c.GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
-        if gpu_toleration not in tolerations:
-            tolerations.insert(0, gpu_toleration)
-    out: dict[str, Any] = {}
-    if node_selector:
-        out["nodeSelector"] = node_selector
-    if tolerations:
-        out["tolerations"] = tolerations
-    return out
+    return pod_scheduling(spec.placement.node_selector if job.node_selector is None else job.node_selector,
+                          spec.placement.tolerations if job.tolerations is None else job.tolerations, job.gpu)
 
 
 def _resources(spec: Spec) -> dict[str, Any]:

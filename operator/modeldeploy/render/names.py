@@ -64,6 +64,11 @@ def service_name(md_name: str) -> str:
     return fit(md_name)
 
 
+def agent_token_name(md_name: str) -> str:
+    """Secret holding the token the operator presents to the pods' model agents."""
+    return fit(f"{md_name}-agent-token", 253)
+
+
 def model_source_name(md_name: str) -> str:
     return fit(f"{md_name}-model", 253)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from modeldeploy import __version__
 from modeldeploy.api import constants as c
@@ -44,6 +44,9 @@ GCS_CREDENTIALS_KEY = "gcs.json"
 #: Where the model source file (ConfigMap <name>-model) is mounted in the fetcher and the agent.
 MODEL_SOURCE_DIR = "/etc/modeldeploy/model"
 AGENT_PORT = 8009
+#: The agent's token (Secret <name>-agent-token, key ``token``; the operator creates it).
+AGENT_TOKEN_ENV = "MODELDEPLOY_AGENT_TOKEN"
+AGENT_TOKEN_KEY = "token"
 
 
 @dataclass(frozen=True)
@@ -226,7 +229,7 @@ def _probe(path: str, port: str = "http", **timing: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": port}, **timing}
 
 
-def agent_container(spec: Spec, options: RenderOptions) -> dict[str, Any]:
+def agent_container(spec: Spec, options: RenderOptions, owner_name: str) -> dict[str, Any]:
     """The ``model-agent`` sidecar: swaps the served model version in place when only the model changes
     (modeldeploy/agent/). It fetches like the init container (same image, credentials, mounts)."""
     agent = copy.deepcopy(fetch_container(spec, options, from_file=True))
@@ -237,6 +240,9 @@ def agent_container(spec: Spec, options: RenderOptions) -> dict[str, Any]:
             "--port", str(AGENT_PORT), "--termination-log", TERMINATION_MESSAGE_PATH]
     if claim:
         args += ["--pvc-mount", pvc_mount_path(claim)]
+    # Only the operator may tell the agent what to fetch and serve: PUT needs this token.
+    agent["env"] = [*agent.get("env", []), {"name": AGENT_TOKEN_ENV, "valueFrom": {"secretKeyRef": {
+        "name": names.agent_token_name(owner_name), "key": AGENT_TOKEN_KEY}}}]
     agent.update(
         name="model-agent",
         args=args,
@@ -247,14 +253,15 @@ def agent_container(spec: Spec, options: RenderOptions) -> dict[str, Any]:
     return agent
 
 
-def scheduling(spec: Spec) -> dict[str, Any]:
-    """nodeSelector/tolerations/affinity of the serving pods: spec.placement plus the GPU conventions."""
-    node_selector = dict(spec.placement.node_selector)
-    tolerations = [dict(t) for t in spec.placement.tolerations]
-    gpu = spec.resources.gpu
-    if gpu.count > 0:
-        if gpu.product:
-            node_selector[c.GPU_PRODUCT_LABEL] = gpu.product
+def pod_scheduling(node_selector: Mapping[str, str], tolerations: Iterable[Mapping[str, Any]], gpus: int,
+                   gpu_product: str | None = None, affinity: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """nodeSelector/tolerations/affinity of a pod: the given placement plus the GPU conventions (the GPU
+    taint tolerated and the product selected when the pod asks for GPUs). Empty fields are left out."""
+    node_selector = dict(node_selector)
+    tolerations = [dict(t) for t in tolerations]
+    if gpus > 0:
+        if gpu_product:
+            node_selector[c.GPU_PRODUCT_LABEL] = gpu_product
         gpu_toleration = {"key": c.GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
         if gpu_toleration not in tolerations:
             tolerations.insert(0, gpu_toleration)
@@ -263,9 +270,16 @@ def scheduling(spec: Spec) -> dict[str, Any]:
         out["nodeSelector"] = node_selector
     if tolerations:
         out["tolerations"] = tolerations
-    if spec.placement.affinity:
-        out["affinity"] = dict(spec.placement.affinity)
+    if affinity:
+        out["affinity"] = dict(affinity)
     return out
+
+
+def scheduling(spec: Spec) -> dict[str, Any]:
+    """Scheduling of the serving pods: spec.placement plus the GPU conventions."""
+    gpu = spec.resources.gpu
+    return pod_scheduling(spec.placement.node_selector, spec.placement.tolerations, gpu.count, gpu.product,
+                          spec.placement.affinity)
 
 
 def render_deployment(
@@ -303,7 +317,7 @@ def render_deployment(
     }
     pod_spec: dict[str, Any] = {
         "initContainers": [fetch_container(spec, options, from_file=True)],
-        "containers": [container, agent_container(spec, options)],
+        "containers": [container, agent_container(spec, options, owner.name)],
         "volumes": [
             {"name": "model-repository", "emptyDir": {}},
             {"name": "model-config", "configMap": {"name": names.config_map_name(owner.name, revision)}},

@@ -96,3 +96,58 @@ def classify_digits(url: str, x, model: str = "digits", batch: int = 32):
         return np.concatenate(predictions)
     finally:
         triton.close()  # an open keep-alive connection would make Triton wait at shutdown
+
+
+def minilm_on_runner(name: str, model_path: Path | str, sha256: str | None = None,
+                     uri: str | None = None) -> dict[str, Any]:
+    """all-MiniLM-L6-v2 (ONNX, two int64 inputs ``input_ids`` / ``attention_mask`` [batch, seq], output
+    ``embedding`` [batch, 384]) on the runner node, one replica, dynamic batching up to 32.
+
+    The dynamic batcher merges only requests whose sequence lengths agree, so clients pad to a fixed
+    length (see :func:`embed_through_triton`).
+    """
+    model: dict[str, Any] = {"uri": uri or f"file://{model_path}", "format": "onnx", "name": "minilm"}
+    if sha256:
+        model["sha256"] = sha256
+    return {
+        "apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": {"name": name},
+        "spec": {
+            "model": model,
+            "serving": {"maxBatchSize": 32, "dynamicBatching": {"maxQueueDelayMicroseconds": 100}},
+            "resources": {"gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}},
+            "placement": {
+                "nodeSelector": {"modeldeploy.io/sandbox-pool": claim.POOL},
+                "tolerations": [{"key": claim.RUNNER_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
+            },
+            "replicas": 1,
+        },
+    }
+
+
+def embed_through_triton(url: str, sentences, model: str = "minilm", batch: int = 16,
+                         max_length: int = 128, pad_to: int | None = None):
+    """Unit-length embeddings (float32 N×384) of ``sentences`` from Triton at ``url`` (host:port).
+
+    Tokenized here (:func:`modeldeploy.models.minilm.encode`); each request carries up to ``batch``
+    sentences padded to one length (the longest of the request, or ``pad_to``).
+    """
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    from modeldeploy.models import minilm
+
+    triton = httpclient.InferenceServerClient(url)
+    try:
+        parts = []
+        for start in range(0, len(sentences), batch):
+            feed = minilm.encode(sentences[start:start + batch], max_length, pad_to=pad_to)
+            inputs = []
+            for key in minilm.INPUTS:
+                inp = httpclient.InferInput(key, list(feed[key].shape), "INT64")
+                inp.set_data_from_numpy(np.ascontiguousarray(feed[key]))
+                inputs.append(inp)
+            result = triton.infer(model, inputs, outputs=[httpclient.InferRequestedOutput("embedding")])
+            parts.append(result.as_numpy("embedding"))
+        return np.concatenate(parts) if parts else np.zeros((0, minilm.HIDDEN), np.float32)
+    finally:
+        triton.close()  # an open keep-alive connection would make Triton wait at shutdown

@@ -35,8 +35,11 @@ class FakeKube:
 
     pods = []
 
-    def ensure_secret_token(self, namespace, name, key, owner_reference, labels):
-        self.calls.append(("ensure_secret", name))
+    def create_secret_token(self, namespace, name, key, owner_reference, labels):
+        self.calls.append(("create_secret", name))
+
+    def read_secret_key(self, namespace, name, key):
+        self.calls.append(("read_secret", name))
         return "t0ken"
 
     def list_config_maps(self, namespace, selector):
@@ -126,3 +129,12 @@ def test_prune_keeps_the_current_revision_and_the_model_source():
                 ("m-model", {}))]
 
     assert prune_config_maps(Listing(), "ns", "m", keep={"new"}) == ["m-config-old"]
+
+
+def test_the_agent_token_secret_is_made_when_pods_are_coming_not_on_every_apply():
+    kube = FakeKube()
+    first = reconcile(kube, md(), RenderOptions(), lambda: T0)
+    assert ("create_secret", "m-agent-token") in kube.calls
+    kube.calls.clear()
+    reconcile(kube, md(status=first.status), RenderOptions(), lambda: T0)
+    assert not [call for call in kube.calls if "secret" in call[0]]

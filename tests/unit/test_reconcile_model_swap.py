@@ -35,7 +35,7 @@ class FakeAgents:
         return {"served": self.served[url], "desired": None, "state": "Ready"}
 
     def put(self, url, body, token=None):
-        assert token == "t0ken"  # the Secret's token, read from the Kube (FakeKube.ensure_secret_token)
+        assert token == "t0ken"  # the Secret's token, read from the Kube (FakeKube.read_secret_key)
         self.puts.append((url, body))
         self.served[url] = body  # this fake swaps at once
 

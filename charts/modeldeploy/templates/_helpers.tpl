@@ -70,8 +70,8 @@ Widening any of these fails tests/unit/test_chart.py on purpose.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "create", "patch", "list", "delete"]
-# Kube.ensure_secret_token: the Secret <name>-agent-token (created once, read for in-place swaps):
-# only the operator may tell the pods' model agents what to serve.
+# Kube.create_secret_token / read_secret_key: the Secret <name>-agent-token (created once, read for
+# in-place swaps): only the operator may tell the pods' model agents what to serve.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]

@@ -139,27 +139,26 @@ class Kube:
             raise KubeError("create", _describe(job), RuntimeError("exists, then vanished; will retry"))
         return existing
 
-    def ensure_secret_token(self, namespace: str, name: str, key: str, owner_reference: Mapping[str, Any],
-                            labels: Mapping[str, str]) -> str:
-        """The value of ``key`` in Secret ``name``, creating the Secret with a random token when absent.
-        Created once and never re-applied: a re-apply would rotate the token under running pods."""
-        existing = self._get(f"Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace)
-        if existing is None:
-            body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                    "metadata": {"name": name, "namespace": namespace, "labels": dict(labels),
-                                 "ownerReferences": [dict(owner_reference)]},
-                    "stringData": {key: secrets.token_urlsafe(32)}}
-            try:
-                existing = self._call("create", _describe(body), self.core.create_namespaced_secret, namespace, body,
-                                      field_manager=self.field_manager)
-            except KubeError as err:
-                if err.status != 409:
-                    raise
-                existing = self._get(f"Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace)
-        data = ((existing or {}).get("data") or {}).get(key)
-        if not data:
-            raise KubeError("read", f"Secret {namespace}/{name}", RuntimeError(f"has no key {key!r}"))
-        return base64.b64decode(data).decode()
+    def create_secret_token(self, namespace: str, name: str, key: str, owner_reference: Mapping[str, Any],
+                            labels: Mapping[str, str]) -> None:
+        """Create Secret ``name`` holding a random token under ``key``, unless it exists (one request).
+        Never re-applied: a re-apply would rotate the token under running pods."""
+        body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": name, "namespace": namespace, "labels": dict(labels),
+                             "ownerReferences": [dict(owner_reference)]},
+                "stringData": {key: secrets.token_urlsafe(32)}}
+        try:
+            self._call("create", _describe(body), self.core.create_namespaced_secret, namespace, body,
+                       field_manager=self.field_manager)
+        except KubeError as err:
+            if err.status != 409:
+                raise
+
+    def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+        """The decoded value of ``key`` in Secret ``name``; None when the Secret or the key is missing."""
+        secret = self._get(f"Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace)
+        data = ((secret or {}).get("data") or {}).get(key)
+        return base64.b64decode(data).decode() if data else None
 
     def stamp_pod_template(self, namespace: str, deployment: str, annotation: str, value: str) -> None:
         """Set one pod-template annotation with a field manager of its own (a rolling restart, like

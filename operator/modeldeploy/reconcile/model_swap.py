@@ -72,7 +72,7 @@ def _ready(pod: Mapping[str, Any]) -> bool:
 
 
 def step(kube: Kube, agents: AgentClient, namespace: str, md_name: str, revision: str, spec: Spec,
-         previous: Mapping[str, Any], selector: str, token: Callable[[], str] | None = None) -> SwapStep:
+         previous: Mapping[str, Any], selector: str, token: Callable[[], str | None] | None = None) -> SwapStep:
     """Ask, tell, report: one round of the swap of the pods of ``revision`` to ``spec.model``.
     ``token()`` gives the agents' token (read only when a pod is told something)."""
     desired = desired_of(spec)

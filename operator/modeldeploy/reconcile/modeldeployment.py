@@ -91,7 +91,8 @@ def reconcile(kube: Kube, body: Mapping[str, Any], options: RenderOptions, now: 
     deployment = observed_deployment
     if deployment is None:
         try:
-            agent_token(kube, owner, spec)  # the pods' model agents need it before they start
+            if previous.get("currentRevision") != revision:  # new pods are coming: their agents need it
+                create_agent_token(kube, owner, spec)
             for obj in render_children(owner, spec, revision, options):
                 applied = kube.apply(obj)
                 if obj["kind"] == "Deployment":
@@ -125,10 +126,21 @@ def reconcile(kube: Kube, body: Mapping[str, Any], options: RenderOptions, now: 
     return result
 
 
-def agent_token(kube: Kube, owner: Owner, spec) -> str:
-    """The token of this ModelDeployment's model agents (Secret ``<name>-agent-token``, made once)."""
-    return kube.ensure_secret_token(owner.namespace, names.agent_token_name(owner.name), AGENT_TOKEN_KEY,
-                                    owner.reference(), names.common_labels(owner.name, spec.model.name))
+def create_agent_token(kube: Kube, owner: Owner, spec) -> None:
+    """Make sure Secret ``<name>-agent-token`` exists (created once; one request, no read)."""
+    kube.create_secret_token(owner.namespace, names.agent_token_name(owner.name), AGENT_TOKEN_KEY,
+                             owner.reference(), names.common_labels(owner.name, spec.model.name))
+
+
+def agent_token(kube: Kube, owner: Owner, spec) -> str | None:
+    """The token of this ModelDeployment's model agents, for telling them to swap (read when needed,
+    recreated if someone deleted the Secret: pods started after that get the new one)."""
+    name = names.agent_token_name(owner.name)
+    token = kube.read_secret_key(owner.namespace, name, AGENT_TOKEN_KEY)
+    if token is None:
+        create_agent_token(kube, owner, spec)
+        token = kube.read_secret_key(owner.namespace, name, AGENT_TOKEN_KEY)
+    return token
 
 
 def _rolled_out(deployment: Mapping[str, Any] | None, want: int) -> bool:

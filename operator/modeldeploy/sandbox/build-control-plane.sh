@@ -97,6 +97,6 @@ GOBIN="$OUT" go install -ldflags "-s -w" \
   "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}" "sigs.k8s.io/kwok/cmd/kwokctl@${KWOK_VERSION}"
 
 "$OUT/kube-apiserver" --version
-"$OUT/etcd" --version | head -1
+"$OUT/etcd" --version | sed -n 1p  # sed reads to the end: `head` can SIGPIPE etcd (exit 141 under pipefail)
 touch "$OUT/.complete"
 step "done: $OUT"

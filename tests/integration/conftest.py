@@ -22,6 +22,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """test_helm.py first: it must be the only operator that reconciles its namespace, so it runs before
+    any test starts the session-wide operator fixture (which watches every namespace)."""
+    items.sort(key=lambda item: 0 if item.module.__name__.endswith("test_helm") else 1)
+
+
 def wait_for(predicate: Callable[[], object], timeout: float = 60, interval: float = 0.5, what: str = "condition"):
     """Poll ``predicate`` until it returns something truthy; fail with ``what`` and the last value."""
     deadline = time.monotonic() + timeout

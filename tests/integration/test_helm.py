@@ -5,8 +5,9 @@ operator process itself runs here with a kubeconfig holding that ServiceAccount'
 point of the test: the chart's least-privilege RBAC is enough for a full reconcile, and any missing
 permission shows up as a Forbidden error in the operator log or a ModelDeployment that never gets Ready.
 
-This file runs before test_operator.py (pytest runs files in order), so the shared cluster-wide
-operator fixture is not running yet and only the namespaced operator started here reconciles.
+This file runs before every other integration test (conftest.py sorts it first), so the shared
+cluster-wide operator fixture is not running yet and only the namespaced operator started here
+reconciles; the test checks that in the operator's log.
 """
 
 from __future__ import annotations
@@ -89,11 +90,14 @@ def test_helm_install_and_operator_reconciles_with_chart_rbac(api, kubectl, helm
                                                                                c.PLURAL, "digits")
                 return (md.get("status") or {}).get("phase") == "Ready"
             wait_for(ready, 60, what="digits Ready under the chart's RBAC")
-            events = client.CoreV1Api(api).list_namespaced_event(namespace).items
-            assert any(e.reason == "Ready" and e.involved_object.name == "digits" for e in events)
+            # Kopf posts Events from a queue after the handler returns: wait for it, do not race it.
+            wait_for(lambda: any(e.reason == "Ready" and e.involved_object.name == "digits"
+                                 for e in client.CoreV1Api(api).list_namespaced_event(namespace).items),
+                     30, what="the Ready Event posted with the chart's RBAC")
         finally:
             proc.stop()
         log = proc.log_path.read_text()
+        assert f"reconciled {namespace}/digits: phase Ready" in log, proc.log_tail(60)
         assert "Forbidden" not in log and "forbidden" not in log, proc.log_tail(60)
     finally:
         helm("uninstall", "modeldeploy", "-n", release_ns, "--wait")

@@ -23,7 +23,7 @@ Shape (camelCase: it is copied into the Kubernetes status as is)::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 SUMMARY_VERSION = 1
@@ -126,7 +126,6 @@ class JobResult:
 
     summary: Mapping[str, Any] | None = None
     error: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def chosen(self) -> bool:

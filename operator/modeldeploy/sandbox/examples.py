@@ -15,17 +15,18 @@ from modeldeploy.api import constants as c
 from modeldeploy.sandbox.podrunner import claim
 
 
-def digits_on_runner(name: str, model_path: Path | str, sha256: str | None = None,
-                     uri: str | None = None) -> dict[str, Any]:
-    """The digits CNN (ONNX) on the runner node, one replica, dynamic batching up to 64."""
-    model: dict[str, Any] = {"uri": uri or f"file://{model_path}", "format": "onnx", "name": "digits"}
+def onnx_on_runner(name: str, model_name: str, model_path: Path | str, sha256: str | None = None,
+                   uri: str | None = None, max_batch_size: int = 64) -> dict[str, Any]:
+    """An ONNX model on the runner node (its pool selector and a toleration of its taint), one replica,
+    one H100 asked for, dynamic batching up to ``max_batch_size`` with a 100 µs queue."""
+    model: dict[str, Any] = {"uri": uri or f"file://{model_path}", "format": "onnx", "name": model_name}
     if sha256:
         model["sha256"] = sha256
     return {
         "apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": {"name": name},
         "spec": {
             "model": model,
-            "serving": {"maxBatchSize": 64, "dynamicBatching": {"maxQueueDelayMicroseconds": 100}},
+            "serving": {"maxBatchSize": max_batch_size, "dynamicBatching": {"maxQueueDelayMicroseconds": 100}},
             "resources": {"gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}},
             "placement": {
                 "nodeSelector": {"modeldeploy.io/sandbox-pool": claim.POOL},
@@ -34,6 +35,12 @@ def digits_on_runner(name: str, model_path: Path | str, sha256: str | None = Non
             "replicas": 1,
         },
     }
+
+
+def digits_on_runner(name: str, model_path: Path | str, sha256: str | None = None,
+                     uri: str | None = None) -> dict[str, Any]:
+    """The digits CNN (ONNX) on the runner node, one replica, dynamic batching up to 64."""
+    return onnx_on_runner(name, "digits", model_path, sha256, uri, max_batch_size=64)
 
 
 def model_store(namespace: str, claim_name: str = "model-store", size: str = "1Gi") -> list[dict[str, Any]]:
@@ -106,22 +113,7 @@ def minilm_on_runner(name: str, model_path: Path | str, sha256: str | None = Non
     The dynamic batcher merges only requests whose sequence lengths agree, so clients pad to a fixed
     length (see :func:`embed_through_triton`).
     """
-    model: dict[str, Any] = {"uri": uri or f"file://{model_path}", "format": "onnx", "name": "minilm"}
-    if sha256:
-        model["sha256"] = sha256
-    return {
-        "apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": {"name": name},
-        "spec": {
-            "model": model,
-            "serving": {"maxBatchSize": 32, "dynamicBatching": {"maxQueueDelayMicroseconds": 100}},
-            "resources": {"gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}},
-            "placement": {
-                "nodeSelector": {"modeldeploy.io/sandbox-pool": claim.POOL},
-                "tolerations": [{"key": claim.RUNNER_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
-            },
-            "replicas": 1,
-        },
-    }
+    return onnx_on_runner(name, "minilm", model_path, sha256, uri, max_batch_size=32)
 
 
 def embed_through_triton(url: str, sentences, model: str = "minilm", batch: int = 16,

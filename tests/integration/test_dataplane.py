@@ -40,7 +40,12 @@ def test_digits_served_by_triton_answers_with_high_accuracy(api, operator, names
     out, _ = digits_model
     model = out / "model.onnx"
     sha = hashlib.sha256(model.read_bytes()).hexdigest()
-    create_md(api, namespace, local_md("digits", f"file://{model}", sha256=sha))
+    body = local_md("digits", f"file://{model}", sha256=sha)
+    # warm every instance with a full batch of random images before the model is ready
+    body["spec"]["serving"]["warmup"] = [{"name": "random-batch", "batchSize": 64, "count": 2,
+                                          "inputs": {"input": {"dataType": "FP32", "dims": [1, 8, 8],
+                                                               "data": "random"}}}]
+    create_md(api, namespace, body)
     md = wait_ready(api, namespace, "digits", timeout=120)
     pod = pods_of(api, namespace, "digits")[0]
     assert pod.spec.node_name == runner_node
@@ -56,7 +61,8 @@ def test_digits_served_by_triton_answers_with_high_accuracy(api, operator, names
         stats = triton.get_inference_statistics("digits")["model_stats"][0]
     finally:
         triton.close()
-    assert int(stats["inference_count"]) == len(x)
+    # Triton counts the warmup: 2 runs of a 64-image batch on the one instance, then our requests
+    assert int(stats["inference_count"]) == 2 * 64 + len(x)
 
 
 @pytest.mark.parametrize("case", ["missing file", "bad checksum"])

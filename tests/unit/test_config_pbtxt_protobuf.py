@@ -48,6 +48,15 @@ def check(config, spec) -> None:
     assert group.count == spec.serving.instances_per_device
     assert list(group.gpus) == []  # Triton uses every GPU the container sees
     assert len(config.input) == 0 and len(config.output) == 0  # left to Triton's auto-complete
+    assert len(config.model_warmup) == len(spec.serving.warmup)
+    for got, want in zip(config.model_warmup, spec.serving.warmup):
+        assert (got.name, got.batch_size, got.count) == (want.name, want.batch_size, want.count)
+        assert sorted(got.inputs) == [name for name, _ in want.inputs]
+        for name, tensor in want.inputs:
+            value = got.inputs[name]
+            assert model_config_pb2.DataType.Name(value.data_type) == f"TYPE_{tensor.data_type}"
+            assert tuple(value.dims) == tensor.dims
+            assert value.WhichOneof("input_data_type") == ("random_data" if tensor.random else "zero_data")
 
 
 def test_there_are_golden_inputs():
@@ -121,3 +130,17 @@ def test_parse_rejects_what_triton_would_reject():
     """The check has teeth: a misspelt field fails to parse."""
     with pytest.raises(text_format.ParseError):
         text_format.Parse('name: "m"\nmax_batch: 4\n', ModelConfig())
+
+
+WARMUP = [{"name": "images", "batchSize": 8, "count": 3,
+           "inputs": {"input": {"dataType": "FP32", "dims": [1, 8, 8], "data": "random"}}},
+          {"name": "tokens", "inputs": {"input_ids": {"dataType": "INT64", "dims": [128]},
+                                        "attention_mask": {"dataType": "INT64", "dims": [128]}}}]
+
+
+@pytest.mark.parametrize("dtype", ["BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BF16"])
+def test_warmup_samples_parse_as_model_warmup(dtype):
+    warmup = [*WARMUP, {"name": "dtype", "inputs": {"x": {"dataType": dtype, "dims": [2, 3]}}}]
+    spec = parse_spec("m", {"model": {"uri": "s3://b/m.onnx", "format": "onnx"},
+                            "serving": {"maxBatchSize": 8, "warmup": warmup}})
+    check(parsed(spec), spec)

@@ -111,3 +111,30 @@ def test_compression_errors_name_the_field(compression, field):
 
 def test_zero_replicas_allowed():
     assert parse_spec("m", spec_with(replicas=0)).desired_replicas == 0
+
+
+def test_warmup_is_parsed_and_defaulted():
+    spec = parse_spec("m", spec_with(serving={"maxBatchSize": 8, "warmup": [
+        {"name": "w", "inputs": {"b": {"dataType": "INT64", "dims": [4]}, "a": {"dataType": "FP32", "dims": [2, 2],
+                                                                                 "data": "random"}}}]}))
+    (sample,) = spec.serving.warmup
+    assert (sample.name, sample.batch_size, sample.count) == ("w", 1, 1)
+    assert [(n, t.data_type, t.dims, t.random) for n, t in sample.inputs] == [
+        ("a", "FP32", (2, 2), True), ("b", "INT64", (4,), False)]
+
+
+@pytest.mark.parametrize("serving,field", [
+    ({"maxBatchSize": 4, "warmup": [{"name": "w", "batchSize": 8, "inputs": {"x": {"dataType": "FP32", "dims": [1]}}}]},
+     "spec.serving.warmup[0].batchSize"),
+    ({"warmup": [{"name": "w", "batchSize": 2, "inputs": {"x": {"dataType": "FP32", "dims": [1]}}}]},
+     "spec.serving.warmup[0].batchSize"),
+    ({"warmup": [{"name": "w", "inputs": {}}]}, "spec.serving.warmup[0].inputs"),
+    ({"warmup": [{"name": "w", "inputs": {"x": {"dataType": "FLOAT", "dims": [1]}}}]},
+     "spec.serving.warmup[0].inputs.x.dataType"),
+    ({"warmup": [{"name": "w", "inputs": {"x": {"dataType": "FP32", "dims": [0]}}}]},
+     "spec.serving.warmup[0].inputs.x.dims[]"),
+])
+def test_warmup_errors_name_the_field(serving, field):
+    with pytest.raises(SpecError) as err:
+        parse_spec("m", spec_with(serving=serving))
+    assert err.value.field == field

@@ -68,6 +68,24 @@ class DynamicBatching:
     max_queue_delay_microseconds: int = 100
 
 
+WARMUP_DATA_TYPES = ("BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BF16")
+
+
+@dataclass(frozen=True)
+class WarmupInput:
+    data_type: str
+    dims: tuple[int, ...]
+    random: bool = False
+
+
+@dataclass(frozen=True)
+class WarmupSample:
+    name: str
+    inputs: tuple[tuple[str, WarmupInput], ...]  # (input name, tensor), sorted by name
+    batch_size: int = 1
+    count: int = 1
+
+
 @dataclass(frozen=True)
 class ServingSpec:
     image: str | None = None
@@ -75,6 +93,7 @@ class ServingSpec:
     max_batch_size: int = 0
     dynamic_batching: DynamicBatching | None = None
     instances_per_device: int = 1
+    warmup: tuple[WarmupSample, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -206,6 +225,7 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> Spec:
         max_batch_size=max_batch,
         dynamic_batching=dynamic,
         instances_per_device=_int(serving.get("instancesPerDevice", 1), "spec.serving.instancesPerDevice", 1),
+        warmup=_warmup(serving.get("warmup") or (), max_batch),
     )
 
     resources = spec.get("resources") or {}
@@ -256,6 +276,38 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> Spec:
         rollout_strategy=rollout.get("strategy", "Rolling"),
         canary=rollout.get("canary"),
     )
+
+
+def _warmup(items: Any, max_batch: int) -> tuple[WarmupSample, ...]:
+    samples = []
+    for i, item in enumerate(items):
+        where = f"spec.serving.warmup[{i}]"
+        name = item.get("name")
+        if not name or not isinstance(name, str):
+            raise SpecError(f"{where}.name", "is required")
+        batch = _int(item.get("batchSize", 1), f"{where}.batchSize", 1)
+        if batch > max(max_batch, 1):
+            raise SpecError(f"{where}.batchSize", f"{batch} exceeds spec.serving.maxBatchSize ({max_batch}; "
+                                                  "with batching off, warmup samples have batch size 1)")
+        inputs = item.get("inputs") or {}
+        if not inputs:
+            raise SpecError(f"{where}.inputs", "needs at least one model input")
+        tensors = []
+        for input_name, tensor in sorted(inputs.items()):
+            at = f"{where}.inputs.{input_name}"
+            dtype = tensor.get("dataType")
+            if dtype not in WARMUP_DATA_TYPES:
+                raise SpecError(f"{at}.dataType", f"must be one of {', '.join(WARMUP_DATA_TYPES)}, got {dtype!r}")
+            dims = tuple(_int(d, f"{at}.dims[]", 1) for d in tensor.get("dims") or ())
+            if not dims:
+                raise SpecError(f"{at}.dims", "is required (the shape without the batch dimension)")
+            data = tensor.get("data", "zero")
+            if data not in ("zero", "random"):
+                raise SpecError(f"{at}.data", f"must be zero or random, got {data!r}")
+            tensors.append((input_name, WarmupInput(dtype, dims, random=data == "random")))
+        samples.append(WarmupSample(name=name, inputs=tuple(tensors), batch_size=batch,
+                                    count=_int(item.get("count", 1), f"{where}.count", 1)))
+    return tuple(samples)
 
 
 def _compression(data: Mapping[str, Any]) -> CompressionSpec:

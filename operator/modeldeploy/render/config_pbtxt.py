@@ -2,7 +2,7 @@
 
 Inputs and outputs are left out: Triton's auto-complete fills them from the model for ONNX, TensorRT
 and SavedModel, which avoids a second source of truth. Only what the user declared, plus the instance
-group derived from the GPU request, is written. No ``version_policy``: Triton's default (the latest
+group derived from the GPU request, and warmup samples when asked for (``model_warmup``), are written. No ``version_policy``: Triton's default (the latest
 version) is the one version folder the repository holds; a fixed version here would tie this
 per-revision ConfigMap to one model version, and the model agent swaps versions without a new revision.
 """
@@ -39,4 +39,17 @@ def render_config_pbtxt(spec: Spec) -> str:
         "  }",
         "]",
     ]
+    if spec.serving.warmup:
+        lines.append("model_warmup [")
+        for i, sample in enumerate(spec.serving.warmup):
+            lines += ["  {", f"    name: {_quote(sample.name)}", f"    batch_size: {sample.batch_size}",
+                      f"    count: {sample.count}"]
+            for input_name, tensor in sample.inputs:
+                dims = ", ".join(str(d) for d in tensor.dims)
+                data = "random_data: true" if tensor.random else "zero_data: true"
+                lines += ["    inputs {", f"      key: {_quote(input_name)}", "      value {",
+                          f"        data_type: TYPE_{tensor.data_type}", f"        dims: [ {dims} ]",
+                          f"        {data}", "      }", "    }"]
+            lines.append("  }," if i < len(spec.serving.warmup) - 1 else "  }")
+        lines.append("]")
     return "\n".join(lines) + "\n"

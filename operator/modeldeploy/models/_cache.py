@@ -7,6 +7,7 @@ logic serves both.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -53,3 +54,12 @@ def cached_build(entry: Path, build_into: Callable[[Path], object], files: Itera
         for name in files:
             shutil.copyfile(entry / name, where / name)
     return report, cached, where
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file, read in 1 MiB chunks (the models' reports record it)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

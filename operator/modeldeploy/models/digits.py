@@ -33,6 +33,7 @@ import numpy as np
 
 from modeldeploy.models import _cache, _nn
 from modeldeploy.models._cache import cache_root
+from modeldeploy.models._cache import file_sha256 as _sha256
 
 #: Bump when the code below would produce a different model for the same seed and hyperparameters.
 CODE_VERSION = "digits-cnn-1"
@@ -221,14 +222,6 @@ def cache_key(hp: Hyperparameters = Hyperparameters(), seed: int = 0, opset: int
     blob = json.dumps({"code": CODE_VERSION, "seed": seed, "opset": opset, "hp": dataclasses.asdict(hp)},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _train_into(directory: Path, hp: Hyperparameters, seed: int, opset: int, log) -> dict:

@@ -45,6 +45,7 @@ import numpy as np
 
 from modeldeploy.models import _bert_graph, _cache
 from modeldeploy.models._cache import cache_root
+from modeldeploy.models._cache import file_sha256 as _sha256
 from modeldeploy.models._bert_graph import ATTENTION_MASK, EMBEDDING, INPUT_IDS
 from modeldeploy.models._sentences import sentences
 
@@ -194,14 +195,6 @@ def fuse(src: Path, dst: Path) -> dict[str, int]:
     optimized.save_model_to_file(str(dst))
     return {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
 
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def cache_key(model_dir: Path, opset: int = 17) -> str:

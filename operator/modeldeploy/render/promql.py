@@ -1,0 +1,90 @@
+"""PromQL for Triton's own metrics, per ModelDeployment, revision or track. Pure strings.
+
+Canary analysis (per revision) and autoscaling (per track or whole ModelDeployment) ask the same
+few questions of the same series, so the queries live here once. The series are Triton 2.51's
+(``nv_inference_*``, see shared FACTS) with the target labels every scrape config of this project
+attaches (adapters/prometheus.py lists them).
+
+Aggregation across pods: counters and durations are summed then divided (a mean over all requests);
+summary quantiles cannot be averaged across pods, so a p99 is the worst pod's (``max``), which errs
+on the side of calling a revision slow.
+
+>>> sel = selector("ns", "digits", revision="abc")
+>>> sel
+'namespace="ns",modeldeployment="digits",revision="abc"'
+>>> error_ratio(sel, "30s")
+'sum(increase(nv_inference_request_failure{namespace="ns",modeldeployment="digits",revision="abc"}[30s])) / (sum(increase(nv_inference_request_success{namespace="ns",modeldeployment="digits",revision="abc"}[30s])) + sum(increase(nv_inference_request_failure{namespace="ns",modeldeployment="digits",revision="abc"}[30s])))'
+"""
+
+from __future__ import annotations
+
+from modeldeploy.render.names import fit
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def selector(namespace: str, modeldeployment: str, revision: str | None = None, track: str | None = None,
+             model: str | None = None) -> str:
+    """Label matchers (without braces) for one ModelDeployment's series, optionally one revision/track
+    and one Triton model. ``modeldeployment`` is the full name; the label holds it cut to 63 characters."""
+    parts = [("namespace", namespace), ("modeldeployment", fit(modeldeployment))]
+    for key, value in (("revision", revision), ("track", track), ("model", model)):
+        if value is not None:
+            parts.append((key, value))
+    return ",".join(f"{k}={_quote(v)}" for k, v in parts)
+
+
+def requests(sel: str, window: str) -> str:
+    """Requests (successful + failed) in ``window``."""
+    return (f"sum(increase(nv_inference_request_success{{{sel}}}[{window}])) + "
+            f"sum(increase(nv_inference_request_failure{{{sel}}}[{window}]))")
+
+
+def failures(sel: str, window: str) -> str:
+    return f"sum(increase(nv_inference_request_failure{{{sel}}}[{window}]))"
+
+
+def error_ratio(sel: str, window: str) -> str:
+    """Failed / all requests in ``window`` (NaN when there were none: no data, not zero)."""
+    return f"{failures(sel, window)} / ({requests(sel, window)})"
+
+
+def request_rate(sel: str, window: str) -> str:
+    """Requests per second (successful + failed), summed over pods."""
+    return (f"sum(rate(nv_inference_request_success{{{sel}}}[{window}])) + "
+            f"sum(rate(nv_inference_request_failure{{{sel}}}[{window}]))")
+
+
+def inference_rate(sel: str, window: str) -> str:
+    """Inferences per second (a batch of 8 counts 8), summed over pods."""
+    return f"sum(rate(nv_inference_count{{{sel}}}[{window}]))"
+
+
+def p99_latency_us(sel: str, quantile: str = "0.99") -> str:
+    """The worst pod's request-latency quantile (Triton's summary, its own sliding window), in µs."""
+    return f'max(nv_inference_request_summary_us{{quantile="{quantile}",{sel}}})'
+
+
+def mean_latency_us(sel: str, window: str) -> str:
+    """Mean end-to-end request duration in ``window`` (all pods), in µs."""
+    return (f"sum(rate(nv_inference_request_duration_us{{{sel}}}[{window}])) / "
+            f"sum(rate(nv_inference_request_success{{{sel}}}[{window}]))")
+
+
+def mean_queue_us(sel: str, window: str) -> str:
+    """Mean time a request waited in Triton's queue in ``window``, in µs."""
+    return (f"sum(rate(nv_inference_queue_duration_us{{{sel}}}[{window}])) / "
+            f"sum(rate(nv_inference_request_success{{{sel}}}[{window}]))")
+
+
+def queue_to_compute(sel: str, window: str) -> str:
+    """NVIDIA's saturation signal: queue time over compute time (1.0 = waiting as long as computing)."""
+    return (f"sum(rate(nv_inference_queue_duration_us{{{sel}}}[{window}])) / "
+            f"sum(rate(nv_inference_compute_infer_duration_us{{{sel}}}[{window}]))")
+
+
+def pending_requests(sel: str) -> str:
+    """Requests waiting in Triton right now, summed over pods."""
+    return f"sum(nv_inference_pending_request_count{{{sel}}})"

@@ -12,10 +12,14 @@ from modeldeploy import __version__
 def _run_operator(args: argparse.Namespace) -> int:
     import kopf
 
-    import modeldeploy.handlers.modeldeployment  # noqa: F401  (registers the handlers)
+    from modeldeploy.handlers import modeldeployment as handlers  # registers the handlers
+
+    handlers.NAMESPACES = tuple(args.namespace or ())
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # Kopf logs every event handler's success at INFO: one line per watch event
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
         standalone=True,  # one replica with a Recreate strategy; no peering objects needed
         clusterwide=not args.namespace,

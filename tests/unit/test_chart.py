@@ -28,25 +28,15 @@ except ImportError as exc:  # pragma: no cover - only when the sandbox tools mod
 
 # What the operator does in a namespace it watches (see the comments in templates/_helpers.tpl).
 NAMESPACED_RULES = {
-    ("modeldeploy.io", "modeldeployments", "get"),
     ("modeldeploy.io", "modeldeployments", "list"),
     ("modeldeploy.io", "modeldeployments", "watch"),
-    ("modeldeploy.io", "modeldeployments", "patch"),
     ("modeldeploy.io", "modeldeployments/status", "patch"),
-    ("", "configmaps", "get"),
-    ("", "configmaps", "create"),
-    ("", "configmaps", "patch"),
-    ("", "configmaps", "list"),
-    ("", "configmaps", "delete"),
+    *{("", kind, verb) for kind in ("configmaps", "services")
+      for verb in ("get", "list", "watch", "create", "patch", "delete")},
+    *{("apps", "deployments", verb) for verb in ("get", "list", "watch", "create", "patch", "delete")},
     ("", "secrets", "get"),
     ("", "secrets", "create"),
-    ("", "services", "create"),
-    ("", "services", "patch"),
-    ("apps", "deployments", "get"),
-    ("apps", "deployments", "create"),
-    ("apps", "deployments", "patch"),
-    ("apps", "deployments", "list"),
-    ("apps", "deployments", "watch"),
+    ("", "secrets", "patch"),
     ("batch", "jobs", "get"),
     ("batch", "jobs", "create"),
     ("batch", "jobs", "list"),
@@ -54,7 +44,6 @@ NAMESPACED_RULES = {
     ("", "pods", "list"),
     ("", "pods", "watch"),
     ("", "events", "create"),
-    ("", "events", "patch"),
 }
 # Cluster-scoped, needed in every mode: Kopf's run-time CRD observation.
 CLUSTER_RULES = {

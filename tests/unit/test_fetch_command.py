@@ -4,6 +4,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import base64
 import tempfile
 from pathlib import Path
 
@@ -119,11 +120,12 @@ def test_rendered_args_parse_with_the_fetch_cli():
     assert init["image"] == "img:1"
     args = build_parser().parse_args(init["args"])
     assert (args.func, args.format, args.name, args.repository) == (command.run, "onnx", "digits", "/models")
-    # the model itself comes from the mounted ConfigMap <name>-model, not the pod template
+    # the model itself comes from the mounted Secret <deployment>-model, not the pod template
     assert args.source_file == "/etc/modeldeploy/model/source.json" and args.uri is None
     source = render_model_source(Owner("md", "ns", "uid"), parse_spec("md", {"model": {
         "uri": "s3://b/m.onnx", "format": "onnx", "name": "digits", "version": 4, "sha256": "c" * 64}}))
-    assert read_source_text(source["data"]["source.json"]) == {"uri": "s3://b/m.onnx", "version": 4,
+    assert source["kind"] == "Secret"
+    assert read_source_text(base64.b64decode(source["data"]["source.json"]).decode()) == {"uri": "s3://b/m.onnx", "version": 4,
                                                                "sha256": "c" * 64}
     assert args.termination_log == init["terminationMessagePath"] == "/dev/termination-log"
     assert args.pvc_mount is None

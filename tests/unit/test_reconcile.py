@@ -1,140 +1,178 @@
-"""reconcile() with an in-memory Kube: which calls it makes, and what status it writes."""
+"""The reconciler against a fake API server and the real watch cache: which requests it makes, what status it writes."""
 
-from datetime import datetime, timezone
+import pytest
 
-from modeldeploy.adapters.kube import KubeError
-from modeldeploy.reconcile.modeldeployment import reconcile
-from modeldeploy.render.triton import RenderOptions
+from modeldeploy.api import constants as c
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+from .fakes import Cluster
 
 
-class FakeKube:
-    def __init__(self, ready=True, fail_on=None):
-        self.calls, self.status, self.ready, self.fail_on = [], None, ready, fail_on
-
-    def apply(self, obj):
-        self.calls.append(("apply", obj["kind"]))
-        if obj["kind"] == self.fail_on:
-            raise KubeError("apply", f"{obj['kind']} ns/x", RuntimeError("forbidden"))
-        out = dict(obj)
-        if obj["kind"] == "Deployment":
-            n = obj["spec"]["replicas"] if self.ready else 0
-            out["metadata"] = {**obj["metadata"], "generation": 1}
-            out["status"] = {"observedGeneration": 1, "replicas": n, "updatedReplicas": n, "readyReplicas": n,
-                             "availableReplicas": n}
-        return out
-
-    def patch_status(self, namespace, name, status):
-        self.calls.append(("patch_status", name))
-        self.status = status
-
-    def list_pods(self, namespace, selector):
-        self.calls.append(("list_pods", selector))
-        return self.pods
-
-    pods = []
-
-    def create_secret_token(self, namespace, name, key, owner_reference, labels):
-        self.calls.append(("create_secret", name))
-
-    def read_secret_key(self, namespace, name, key):
-        self.calls.append(("read_secret", name))
-        return "t0ken"
-
-    def list_config_maps(self, namespace, selector):
-        self.calls.append(("list_configmaps", selector))
-        return []
-
-    def delete_config_map(self, namespace, name):
-        self.calls.append(("delete_configmap", name))
-
-
-def md(status=None, **spec):
-    return {"metadata": {"name": "m", "namespace": "ns", "uid": "u", "generation": 1},
+def md(status=None, uid="u", **spec):
+    return {"metadata": {"name": "m", "namespace": "ns", "uid": uid, "generation": 1},
             "spec": {"model": {"uri": "s3://b/m.onnx", "format": "onnx"}, "replicas": 1, **spec},
             "status": status}
 
 
-def test_full_reconcile_applies_children_in_order_and_writes_status():
-    kube = FakeKube()
-    result = reconcile(kube, md(), RenderOptions(), lambda: T0)
-    assert [c for c in kube.calls if c[0] == "apply"] == [("apply", "ConfigMap"), ("apply", "ConfigMap"),
-                                                          ("apply", "Service"), ("apply", "Deployment")]
-    assert result.written and kube.status["phase"] == "Ready"
-    assert result.deployment_generation == 1
-    assert ("list_configmaps", "modeldeploy.io/modeldeployment=m,app.kubernetes.io/managed-by=modeldeploy") \
-        in kube.calls  # pruned on the way into Ready
+def cond(status, ctype):
+    return next(x for x in status["conditions"] if x["type"] == ctype)
 
 
-def test_second_identical_reconcile_writes_nothing():
-    kube = FakeKube()
-    first = reconcile(kube, md(), RenderOptions(), lambda: T0)
-    kube.calls.clear()
-    again = reconcile(kube, md(status=first.status), RenderOptions(), lambda: T0)
+def test_first_reconcile_reads_once_per_child_then_applies_in_order_and_writes_status():
+    cluster = Cluster()
+    result = cluster.reconcile(md())
+    requests = [call for call in cluster.kube.calls if call[0] in ("apply", "get")]
+    # a cache miss is checked once (is the name taken by someone else's object?), then applied
+    assert requests == [("get", "Secret"), ("apply", "Secret"), ("get", "ConfigMap"), ("apply", "ConfigMap"),
+                        ("get", "Deployment"), ("apply", "Deployment"), ("get", "Service"), ("apply", "Service")]
+    assert cluster.kube.ops("create_secret") == [("create_secret", "m-agent-token")]
+    assert result.written and result.status["phase"] == "Ready"
+    assert cluster.kube.ops("patch_status") == [("patch_status", "m")]
+
+
+def test_a_reconcile_with_nothing_changed_makes_no_request():
+    cluster = Cluster()
+    cluster.reconcile(md())
+    cluster.kube.calls.clear()
+    again = cluster.reconciler.reconcile("ns", "m")
     assert not again.written and again.event is None
-    assert not [c for c in kube.calls if c[0] in ("patch_status", "list_configmaps")]
+    assert cluster.kube.calls == []
 
 
-def test_status_only_reconcile_applies_nothing():
-    kube = FakeKube()
-    observed = {"metadata": {"generation": 4}, "status": {"observedGeneration": 4, "replicas": 1,
-                                                         "updatedReplicas": 1, "availableReplicas": 1}}
-    result = reconcile(kube, md(), RenderOptions(), lambda: T0, observed_deployment=observed)
-    assert not [c for c in kube.calls if c[0] == "apply"]
-    assert result.status["phase"] == "Ready" and result.deployment_generation == 4
+def test_a_manual_edit_of_a_child_is_taken_back():
+    cluster = Cluster()
+    cluster.reconcile(md())
+    dep = cluster.kube.objects[("Deployment", "ns", "m-stable")]
+    dep["spec"]["replicas"] = 5
+    dep["metadata"]["generation"] += 1  # what the API server does on a spec edit
+    cluster.sync()
+    cluster.kube.calls.clear()
+    cluster.reconciler.reconcile("ns", "m")
+    assert cluster.kube.ops("apply") == [("apply", "Deployment")]
+    assert cluster.kube.objects[("Deployment", "ns", "m-stable")]["spec"]["replicas"] == 1
 
 
 def test_invalid_spec_applies_nothing_and_stalls():
-    kube = FakeKube()
-    result = reconcile(kube, md(serving={"dynamicBatching": {}}), RenderOptions(), lambda: T0)
-    assert not [c for c in kube.calls if c[0] == "apply"]
+    cluster = Cluster()
+    result = cluster.reconcile(md(serving={"dynamicBatching": {}}))
+    assert not cluster.kube.ops("apply")
     assert result.status["phase"] == "Failed" and result.retry is None
+    assert cond(result.status, c.COND_STALLED)["status"] == "True"
 
 
 def test_apply_failure_is_reported_and_retried():
-    kube = FakeKube(fail_on="Service")
-    result = reconcile(kube, md(), RenderOptions(), lambda: T0)
-    assert result.retry and "apply Service ns/x" in result.retry
-    ready = next(c for c in result.status["conditions"] if c["type"] == "Ready")
+    cluster = Cluster(fail_on="Service")
+    result = cluster.reconcile(md())
+    assert result.retry and "apply Service ns/m" in result.retry
+    ready = cond(result.status, c.COND_READY)
     assert ready["reason"] == "ApplyFailed" and "forbidden" in ready["message"]
+    assert cond(result.status, c.COND_STALLED)["status"] == "False"
 
 
-def test_not_ready_deployment_looks_for_unschedulable_pods():
-    kube = FakeKube(ready=False)
-    result = reconcile(kube, md(), RenderOptions(), lambda: T0)
-    assert any(c[0] == "list_pods" for c in kube.calls)
-    assert result.status["phase"] == "Progressing"
+def test_a_child_the_api_server_rejects_stalls_with_its_message_and_is_not_retried():
+    cluster = Cluster(fail_on="Deployment", status_code=422)
+    result = cluster.reconcile(md())
+    assert result.retry is None and result.status["phase"] == "Failed"
+    assert cond(result.status, c.COND_STALLED)["status"] == "True"
+    assert "apply Deployment ns/m-stable" in cond(result.status, c.COND_READY)["message"]
 
 
-def test_fetch_failure_of_a_pod_is_the_ready_reason():
-    kube = FakeKube(ready=False)
-    kube.pods = [{"status": {"initContainerStatuses": [{"name": "fetch-model", "state": {"waiting": {
-        "reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1, "message":
-        "ChecksumMismatch: sha256 of m.onnx is ab12, expected cd34"}}}]}}]
-    result = reconcile(kube, md(), RenderOptions(), lambda: T0)
-    ready = next(c for c in result.status["conditions"] if c["type"] == "Ready")
+@pytest.mark.parametrize("kind,name", [("Service", "m"), ("ConfigMap", None), ("Secret", "m-stable-model"),
+                                       ("Secret", "m-agent-token")])
+def test_an_object_that_is_not_ours_is_never_taken_over(kind, name):
+    cluster = Cluster()
+    if name is None:  # the config ConfigMap of the revision the spec renders to
+        from modeldeploy.api.spec import parse_spec
+        from modeldeploy.render import names
+        from modeldeploy.render.triton import RenderOptions
+        o = RenderOptions()
+        name = names.config_map_name("m", names.revision_of(parse_spec("m", md()["spec"]), o.triton_image,
+                                                             o.fetcher_image))
+    foreign = {"metadata": {"name": name, "namespace": "ns", "labels": {"team": "other"}}, "data": {"x": "1"}}
+    cluster.kube.put(kind, foreign)  # not labelled as ours: the watch cache never sees it
+    result = cluster.reconcile(md())
+    ready = cond(result.status, c.COND_READY)
+    assert ready["reason"] == "NameTaken" and f"{kind} ns/{name}" in ready["message"]
+    assert cond(result.status, c.COND_STALLED)["status"] == "True" and result.retry is None
+    assert cluster.kube.objects[(kind, "ns", name)]["metadata"]["labels"] == {"team": "other"}
+    assert "ownerReferences" not in cluster.kube.objects[(kind, "ns", name)]["metadata"]
+
+
+def test_a_labelled_object_owned_by_someone_else_is_not_trusted():
+    cluster = Cluster()
+    cluster.watch("Service", {"metadata": {"name": "m", "namespace": "ns",
+                                           "labels": {c.LABEL_MANAGED_BY: c.MANAGED_BY},
+                                           "ownerReferences": [{"apiVersion": c.API_VERSION, "kind": c.KIND,
+                                                                "name": "m", "uid": "another", "controller": True}]}})
+    result = cluster.reconcile(md())
+    assert cond(result.status, c.COND_READY)["reason"] == "NameTaken"
+    assert not [call for call in cluster.kube.ops("apply") if call[1] == "Service"]
+
+
+def test_the_pods_problem_is_the_ready_reason():
+    cluster = Cluster(ready=False)
+    cluster.watch("Pod", {"metadata": {"name": "p", "namespace": "ns", "annotations": {c.ANNOTATION_OWNER: "m"},
+                                       "labels": {c.LABEL_INSTANCE: "m", c.LABEL_COMPONENT: c.COMPONENT_PREDICTOR}},
+                          "status": {"initContainerStatuses": [{"name": "fetch-model", "state": {"waiting": {
+                              "reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1, "message":
+                              "ChecksumMismatch: sha256 of m.onnx is ab12,\nexpected cd34"}}}]}})
+    result = cluster.reconcile(md())
+    ready = cond(result.status, c.COND_READY)
     assert ready["reason"] == "ModelFetchFailed"
-    assert "ChecksumMismatch: sha256 of m.onnx is ab12, expected cd34" in ready["message"]
+    assert "ChecksumMismatch: sha256 of m.onnx is ab12, expected cd34" in ready["message"]  # one line
+    assert not cluster.kube.ops("list")  # the pods came from the cache
 
 
-def test_prune_keeps_the_current_revision_and_the_model_source():
-    from modeldeploy.reconcile.modeldeployment import prune_config_maps
+def test_a_deployment_that_cannot_create_pods_says_why_at_once():
+    cluster = Cluster(ready=False)
+    cluster.reconcile(md())
+    dep = cluster.kube.objects[("Deployment", "ns", "m-stable")]
+    dep["status"]["conditions"] = [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                                    "message": 'pods "m-stable-x" is forbidden: violates PodSecurity "restricted"'}]
+    cluster.sync()
+    result = cluster.reconciler.reconcile("ns", "m")
+    ready = cond(result.status, c.COND_READY)
+    assert ready["reason"] == "FailedCreate" and 'violates PodSecurity "restricted"' in ready["message"]
 
-    class Listing(FakeKube):
-        def list_config_maps(self, namespace, selector):
-            return [{"metadata": {"name": n, "labels": labels}} for n, labels in (
-                ("m-config-old", {"modeldeploy.io/revision": "old"}),
-                ("m-config-new", {"modeldeploy.io/revision": "new"}),
-                ("m-model", {}))]
 
-    assert prune_config_maps(Listing(), "ns", "m", keep={"new"}) == ["m-config-old"]
+def test_stale_config_maps_are_pruned_by_observation_and_running_ones_kept():
+    cluster = Cluster()
+    owner = [{"apiVersion": c.API_VERSION, "kind": c.KIND, "name": "m", "uid": "u", "controller": True}]
+    for name, rev in (("m-config-gone", "gone"), ("m-config-running", "running")):
+        cluster.watch("ConfigMap", {"metadata": {"name": name, "namespace": "ns", "ownerReferences": owner,
+                                                 "labels": {c.LABEL_REVISION: rev, c.LABEL_MANAGED_BY: c.MANAGED_BY}}})
+    cluster.watch("Pod", {"metadata": {"name": "old-pod", "namespace": "ns", "annotations": {c.ANNOTATION_OWNER: "m"},
+                                       "labels": {c.LABEL_INSTANCE: "m", c.LABEL_COMPONENT: c.COMPONENT_PREDICTOR,
+                                                  c.LABEL_REVISION: "running"}}, "status": {"phase": "Running"}})
+    cluster.reconcile(md())
+    assert cluster.kube.ops("delete") == [("delete", "ConfigMap/m-config-gone")]
+    assert ("ConfigMap", "ns", "m-config-running") in cluster.kube.objects
 
 
-def test_the_agent_token_secret_is_made_when_pods_are_coming_not_on_every_apply():
-    kube = FakeKube()
-    first = reconcile(kube, md(), RenderOptions(), lambda: T0)
-    assert ("create_secret", "m-agent-token") in kube.calls
-    kube.calls.clear()
-    reconcile(kube, md(status=first.status), RenderOptions(), lambda: T0)
-    assert not [call for call in kube.calls if "secret" in call[0]]
+def test_the_old_model_source_config_map_goes_once_no_old_pod_is_left():
+    cluster = Cluster()
+    owner = [{"apiVersion": c.API_VERSION, "kind": c.KIND, "name": "m", "uid": "u", "controller": True}]
+    cluster.watch("ConfigMap", {"metadata": {"name": "m-model", "namespace": "ns", "ownerReferences": owner,
+                                             "labels": {c.LABEL_MANAGED_BY: c.MANAGED_BY}}})
+    old_pod = cluster.watch("Pod", {"metadata": {"name": "old", "namespace": "ns",
+                                                 "annotations": {c.ANNOTATION_OWNER: "m"},
+                                                 "labels": {c.LABEL_INSTANCE: "m", c.LABEL_REVISION: "old",
+                                                            c.LABEL_COMPONENT: c.COMPONENT_PREDICTOR}},
+                                    "status": {"phase": "Running"}})
+    cluster.reconcile(md())
+    assert not cluster.kube.ops("delete")  # an old pod still mounts it
+    cluster.cache.delete("Pod", "ns", old_pod["metadata"]["name"])
+    cluster.reconciler.reconcile("ns", "m")
+    assert cluster.kube.ops("delete") == [("delete", "ConfigMap/m-model")]
+
+
+def test_the_agent_token_secret_is_made_when_pods_are_coming_not_on_every_reconcile():
+    cluster = Cluster()
+    cluster.reconcile(md())
+    cluster.kube.calls.clear()
+    cluster.reconciler.reconcile("ns", "m")
+    assert not [call for call in cluster.kube.calls if "secret" in call[0].lower()]
+
+
+def test_a_deleted_model_deployment_is_gone():
+    cluster = Cluster()
+    assert cluster.reconciler.reconcile("ns", "nothing").gone

@@ -55,51 +55,45 @@ Used in the ClusterRole when watching all namespaces, and in each Role otherwise
 Widening any of these fails tests/unit/test_chart.py on purpose.
 */}}
 {{- define "modeldeploy.namespacedRules" -}}
-# ModelDeployments: Kopf lists and watches them; Kube.get_model_deployment reads one when a
-# Deployment event arrives; Kopf patches them to keep its progress/diff-base annotations.
+# Every rule below is used by the operator; the handlers' watches (list + watch) fill its cache, and
+# the reconciler reads from that cache (handlers/modeldeployment.py, adapters/cache.py).
+# ModelDeployments: watched (Kopf event handlers; one list at start). Never patched: Kopf keeps no
+# annotations on them (only event handlers are used).
 - apiGroups: ["modeldeploy.io"]
   resources: ["modeldeployments"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch"]
 # Kube.patch_status writes status through the status subresource (merge patch).
 - apiGroups: ["modeldeploy.io"]
   resources: ["modeldeployments/status"]
   verbs: ["patch"]
-# Kube.apply: server-side apply of the per-revision config.pbtxt ConfigMaps and of the compression
-# cache records (apply = patch, and create when the object does not exist yet); prune_config_maps
-# lists and deletes old revisions'; Kube.get_config_map looks a compression result up by its key.
+# Children, applied with server-side apply (patch; create when new). A name not in the cache is read
+# once (get) to refuse taking over an object that is not ours (reconcile/act.py). Deletes are of our
+# own stale children only (uid precondition). ConfigMaps: per-revision config.pbtxt and compression
+# cache records; Services: the Triton Service; Deployments: one per track.
 - apiGroups: [""]
-  resources: ["configmaps"]
-  verbs: ["get", "create", "patch", "list", "delete"]
-# Kube.create_secret_token / read_secret_key: the Secret <name>-agent-token (created once, read for
-# in-place swaps): only the operator may tell the pods' model agents what to serve.
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get", "create"]
-# Kube.apply: server-side apply of the Triton Service.
-- apiGroups: [""]
-  resources: ["services"]
-  verbs: ["create", "patch"]
-# Kube.apply: server-side apply of the Triton Deployment; Kopf lists and watches Deployments
-# labelled app.kubernetes.io/managed-by=modeldeploy (on_deployment_event) to take back drift;
-# Kube.get_deployment observes the serving Deployment while a compression Job holds the rollout.
+  resources: ["configmaps", "services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "create", "patch", "list", "watch"]
-# Compression Jobs: Kube.create_job starts one, Kube.get_job follows it; Kopf watches Jobs labelled
-# app.kubernetes.io/managed-by=modeldeploy (on_job_event) to act when one finishes.
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Secrets: the model source of each Deployment (<deployment>-model, applied) and the agent token
+# (<name>-agent-token, created once, read when an agent is told to swap). Secrets are not watched.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch"]
+# Compression Jobs: created once per content key, watched (label managed-by=modeldeploy).
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "create", "list", "watch"]
-# Kube.list_pods reads the serving pods to report why they are not ready (fetch failure, crash loop,
-# unschedulable), and a compression Job's pods for its result (termination message); Kopf watches
-# those pods (label managed-by=modeldeploy) for the same problems.
+  verbs: ["get", "list", "watch", "create"]
+# Serving pods and compression pods (label managed-by=modeldeploy): watched for diagnosis, agents'
+# addresses and compression results (termination messages).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
-# Kopf posts core v1 Events for ModelDeployments (kopf.event and its own warnings).
+# core v1 Events about ModelDeployments (phase transitions), posted by the operator's workers.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end -}}
 
 {{/* The one cluster-scoped need in every mode. */}}

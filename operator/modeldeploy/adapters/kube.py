@@ -68,22 +68,81 @@ class Kube:
             raise KubeError(operation, what, exc) from exc
         return json.loads(resp.data) if resp.data else None
 
+    def _fns(self, kind: str) -> tuple[Any, Any, Any, Any]:
+        """(create, patch, read, delete) of the typed client for ``kind``."""
+        core, apps, batch = self.core, self.apps, self.batch
+        return {
+            "ConfigMap": (core.create_namespaced_config_map, core.patch_namespaced_config_map,
+                          core.read_namespaced_config_map, core.delete_namespaced_config_map),
+            "Secret": (core.create_namespaced_secret, core.patch_namespaced_secret,
+                       core.read_namespaced_secret, core.delete_namespaced_secret),
+            "Service": (core.create_namespaced_service, core.patch_namespaced_service,
+                        core.read_namespaced_service, core.delete_namespaced_service),
+            "Deployment": (apps.create_namespaced_deployment, apps.patch_namespaced_deployment,
+                           apps.read_namespaced_deployment, apps.delete_namespaced_deployment),
+            "Job": (batch.create_namespaced_job, batch.patch_namespaced_job,
+                    batch.read_namespaced_job, batch.delete_namespaced_job),
+        }[kind]
+
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply ``obj``; returns the object as stored (with status, for a Deployment)."""
         meta = obj["metadata"]
-        fn = {
-            "ConfigMap": self.core.patch_namespaced_config_map,
-            "Service": self.core.patch_namespaced_service,
-            "Deployment": self.apps.patch_namespaced_deployment,
-        }[obj["kind"]]
+        fn = self._fns(obj["kind"])[1]
         return self._call("apply", _describe(obj), fn, meta["name"], meta["namespace"], obj,
                           field_manager=self.field_manager, force=True, _content_type=APPLY)
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self._call("update status of", f"{c.KIND} {namespace}/{name}",
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Create ``obj``; ``KubeError`` with status 409 when an object of that name exists."""
+        meta = obj["metadata"]
+        fn = self._fns(obj["kind"])[0]
+        return self._call("create", _describe(obj), fn, meta["namespace"], obj, field_manager=self.field_manager)
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """One uncached read (None when absent): only for objects the watches cannot show us."""
+        return self._get(f"{kind} {namespace}/{name}", self._fns(kind)[2], name, namespace)
+
+    def delete(self, kind: str, namespace: str, name: str, uid: str | None = None) -> None:
+        """Delete, only the object with ``uid`` when given (never a same-named object created since)."""
+        body = {"preconditions": {"uid": uid}} if uid else None
+        try:
+            self._call("delete", f"{kind} {namespace}/{name}", self._fns(kind)[3], name, namespace, body=body)
+        except KubeError as err:
+            if err.status not in (404, 409):  # gone already, or a different object now: not ours to delete
+                raise
+
+    def post_event(self, regarding: Mapping[str, Any], type_: str, reason: str, message: str,
+                   now: str) -> None:
+        """A core/v1 Event about ``regarding`` (an object with apiVersion/kind/metadata), as kubectl describe
+        shows them. Best effort: an Event that cannot be posted is not worth failing a reconcile."""
+        meta = regarding.get("metadata") or {}
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'x')}.", "namespace": meta.get("namespace")},
+            "involvedObject": {"apiVersion": regarding.get("apiVersion", c.API_VERSION),
+                               "kind": regarding.get("kind", c.KIND), "name": meta.get("name"),
+                               "namespace": meta.get("namespace"), "uid": meta.get("uid")},
+            "type": type_, "reason": reason, "message": message[:1024],
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "source": {"component": c.FIELD_MANAGER},
+            "reportingComponent": c.FIELD_MANAGER,
+        }
+        try:
+            self._call("create", f"Event for {meta.get('namespace')}/{meta.get('name')}",
+                       self.core.create_namespaced_event, meta.get("namespace"), event)
+        except KubeError:
+            pass
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch ``status``; returns the ModelDeployment as stored, None when it is gone (404)."""
+        try:
+            return self._call("update status of", f"{c.KIND} {namespace}/{name}",
                    self.custom.patch_namespaced_custom_object_status,
                    c.GROUP, c.VERSION, namespace, c.PLURAL, name, {"status": status},
                    _content_type=MERGE)
+        except KubeError as err:
+            if err.status == 404:  # deleted meanwhile: the end of the object, not an error
+                return None
+            raise
 
     def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -140,9 +199,9 @@ class Kube:
         return existing
 
     def create_secret_token(self, namespace: str, name: str, key: str, owner_reference: Mapping[str, Any],
-                            labels: Mapping[str, str]) -> None:
-        """Create Secret ``name`` holding a random token under ``key``, unless it exists (one request).
-        Never re-applied: a re-apply would rotate the token under running pods."""
+                            labels: Mapping[str, str]) -> bool:
+        """Create Secret ``name`` holding a random token under ``key``, unless it exists (one request);
+        True when created. Never re-applied: a re-apply would rotate the token under running pods."""
         body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                 "metadata": {"name": name, "namespace": namespace, "labels": dict(labels),
                              "ownerReferences": [dict(owner_reference)]},
@@ -153,6 +212,8 @@ class Kube:
         except KubeError as err:
             if err.status != 409:
                 raise
+            return False
+        return True
 
     def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
         """The decoded value of ``key`` in Secret ``name``; None when the Secret or the key is missing."""
@@ -168,6 +229,27 @@ class Kube:
                "spec": {"template": {"metadata": {"annotations": {annotation: value}}}}}
         self._call("restart", _describe(obj), self.apps.patch_namespaced_deployment, deployment, namespace, obj,
                    field_manager=c.RESTART_FIELD_MANAGER, force=True, _content_type=APPLY)
+
+    def list_all(self, kind: str, label_selector: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every ``kind`` matching ``label_selector`` (in ``namespace``, or cluster-wide): one request,
+        used once at start to fill the watch cache before the first reconcile."""
+        if kind == c.KIND:
+            if namespace:
+                out = self._call("list", f"{c.KIND} in {namespace}", self.custom.list_namespaced_custom_object,
+                                 c.GROUP, c.VERSION, namespace, c.PLURAL, label_selector=label_selector)
+            else:
+                out = self._call("list", c.KIND, self.custom.list_cluster_custom_object, c.GROUP, c.VERSION,
+                                 c.PLURAL, label_selector=label_selector)
+            return out.get("items", [])
+        api = {"Deployment": (self.apps, "deployment"), "Pod": (self.core, "pod"), "Job": (self.batch, "job"),
+               "ConfigMap": (self.core, "config_map"), "Service": (self.core, "service")}[kind]
+        if namespace:
+            fn = getattr(api[0], f"list_namespaced_{api[1]}")
+            out = self._call("list", f"{kind}s in {namespace}", fn, namespace, label_selector=label_selector)
+        else:
+            fn = getattr(api[0], f"list_{api[1]}_for_all_namespaces")
+            out = self._call("list", f"{kind}s", fn, label_selector=label_selector)
+        return out.get("items", [])
 
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         out = self._call("list", f"Pods in {namespace}", self.core.list_namespaced_pod, namespace,

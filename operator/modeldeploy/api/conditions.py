@@ -24,6 +24,23 @@ class Condition:
         return {True: "True", False: "False", None: "Unknown"}[self.status]
 
 
+#: Longest condition message kept (the API has no limit, but a message is read in `kubectl get` columns).
+MAX_MESSAGE = 1024
+
+
+def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message`` on one line (newlines and runs of blanks become one space), cut at ``limit``.
+
+    A status message is read in ``kubectl get``/``describe`` output and by GitOps tools: a newline in a
+    user's input (a URI, a model name) must not push the cause out of sight.
+
+    >>> one_line("fetch failed:\n  404 Not Found\n")
+    'fetch failed: 404 Not Found'
+    """
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def format_time(now: datetime) -> str:
     return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -53,7 +70,7 @@ def merge_conditions(
             "observedGeneration": generation,
             "lastTransitionTime": transition,
             "reason": cond.reason,
-            "message": cond.message,
+            "message": one_line(cond.message),
         })
     return result
 

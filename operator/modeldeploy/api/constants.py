@@ -70,6 +70,7 @@ REASON_NOT_IMPLEMENTED = "NotImplemented"
 REASON_ALL_SUPPORTED = "AllSupported"
 REASON_SCALED_TO_ZERO = "ScaledToZero"
 REASON_DEGRADED = "ReplicasUnavailable"
+REASON_REPLICA_FAILURE = "FailedCreate"
 
 # Compression (spec.compression): Jobs, their cache records, and the status they produce.
 COMPONENT_COMPRESSION = "compression"

@@ -1,56 +1,61 @@
-"""Kopf handlers for ModelDeployment: when to reconcile, nothing about how.
+"""Kopf glue: watches feed the cache and the work queue; workers reconcile; nothing about how.
 
-- create / update of spec / resume at operator start -> reconcile the ModelDeployment;
-- any event of a Deployment we manage (status progress, a manual edit, a deletion) -> reconcile its
-  owner, which refreshes status and takes back drift. When neither the ModelDeployment's nor the
-  Deployment's generation moved since our last apply, the event is a status change and only the
-  status is refreshed (no apply). Drift that does not bump the Deployment's generation (labels,
-  annotations) is taken back at the next spec change or operator restart.
-- an event of a serving pod that has a problem (see policy/pods.py) -> reconcile its owner, so a
-  failed model fetch shows in status without waiting for the Deployment's progress deadline.
-- any event of a compression Job -> reconcile the ModelDeployment that created it and every other
-  one that waits for the same Job (same content key), so a finished Job is rolled out at once.
+The shape is controller-runtime's, built from Kopf's watches:
 
-Handlers are sync functions: Kopf runs them in its thread pool, so the sync Kubernetes client does not
-block the event loop. A per-object lock keeps the entry points from reconciling the same
-ModelDeployment at once; the lock and the last-applied generations are forgotten when a reconcile
-finds the ModelDeployment gone (its Deployment's deletion event triggers one), so their memory does
-not grow with churn. (An extra Kopf event handler on ModelDeployments for this made Kopf run the
-creation handler twice for most objects under load: 1.8 instead of 1.0 per object at N=200.)
+- every watched object (ModelDeployments, and the Deployments, pods, Jobs, ConfigMaps and Services
+  labelled ``app.kubernetes.io/managed-by=modeldeploy``) is stored in the watch cache
+  (adapters/cache.py) as Kopf delivers its events, and its owner's key is added to the work queue
+  (handlers/workqueue.py) — so a burst of events becomes one reconcile;
+- a few worker threads take keys from the queue and reconcile (reconcile/modeldeployment.py), which
+  reads only from the cache; its result becomes an Event, a later look (``requeue_after``) or a retry
+  with backoff — all through the queue, the operator's only timer;
+- at start, one LIST per kind fills the cache before the workers run, so the first reconciles do not
+  GET children one by one.
+
+Only Kopf *event* handlers are used: Kopf's create/update/resume handlers would store the handled
+spec in an annotation of every ModelDeployment (a large spec overflows its 256 KiB limit) and add
+nothing here, since the reconcile is level-based and idempotent. Handlers are sync; Kopf runs them
+in its thread pool and they only store and enqueue.
 """
 
 from __future__ import annotations
 
-import contextvars
+import logging
 import os
 import threading
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import kopf
 from kubernetes import config as kube_config
 
-from modeldeploy.api import constants as c
 from modeldeploy.adapters.agent import AgentClient
+from modeldeploy.adapters.cache import ObjectCache, owner_name
 from modeldeploy.adapters.kube import Kube
+from modeldeploy.api import constants as c
+from modeldeploy.api.conditions import format_time
 from modeldeploy.policy.pods import diagnose_pods
-from modeldeploy.reconcile.modeldeployment import reconcile
+from modeldeploy.reconcile.modeldeployment import Reconciler, Result
 from modeldeploy.render.triton import DEFAULT_TRITON_IMAGE, RenderOptions
+from modeldeploy.handlers.workqueue import WorkQueue
 
-RETRY_DELAY_SECONDS = 15
+log = logging.getLogger(__name__)
 
-_kube: Kube | None = None
-_options = RenderOptions()
-_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
-# (namespace, name) -> (ModelDeployment generation, Deployment generation) after our last apply. A
-# Deployment event that matches both is a status change only, and needs no re-apply.
-_applied: dict[tuple[str, str], tuple[int, int]] = {}
-# (namespace, Job name) -> ModelDeployments whose last reconcile found them waiting for that Job.
-_waiting: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
-# ModelDeployments with a look scheduled (an in-place model swap runs: agents make no Kubernetes events).
-_timers: dict[tuple[str, str], threading.Timer] = {}
-_agents = AgentClient()
+#: Retry backoff after a failed reconcile: base * 2^(failures-1), capped.
+RETRY_BASE_SECONDS = 1.0
+RETRY_MAX_SECONDS = 60.0
+MANAGED = {c.LABEL_MANAGED_BY: c.MANAGED_BY}
+#: Kinds watched besides ModelDeployments (label-filtered), as (Kopf group, version, plural, cache kind).
+CHILD_KINDS = (("apps", "v1", "deployments", "Deployment"), ("", "v1", "pods", "Pod"),
+               ("batch", "v1", "jobs", "Job"), ("", "v1", "configmaps", "ConfigMap"),
+               ("", "v1", "services", "Service"))
+
+Key = tuple[str, str]
+
+#: Namespaces watched (set by ``modeldeploy operator --namespace``); empty: the whole cluster.
+NAMESPACES: tuple[str, ...] = ()
 
 
 def _now() -> datetime:
@@ -65,26 +70,139 @@ def options_from_env(env: dict[str, str] | os._Environ = os.environ) -> RenderOp
     )
 
 
+def retry_delay(failures: int) -> float:
+    """Seconds before retry number ``failures`` (1, 2, 4, … capped at a minute).
+
+    >>> [retry_delay(n) for n in (1, 2, 3, 10)]
+    [1.0, 2.0, 4.0, 60.0]
+    """
+    return min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, failures - 1))
+
+
+@dataclass
+class Operator:
+    """The running operator's state: cache, queue, reconciler, workers. One per process."""
+
+    kube: Kube
+    options: RenderOptions
+    workers: int = 4
+    namespaces: tuple[str, ...] = ()
+    cache: ObjectCache = field(default_factory=ObjectCache)
+    queue: WorkQueue[Key] = field(default_factory=WorkQueue)
+    failures: dict[Key, int] = field(default_factory=dict)
+    # (namespace, Job name) -> ModelDeployments whose last reconcile found them waiting for that Job.
+    waiting: defaultdict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.reconciler = Reconciler(view=self.cache, kube=self.kube, options=self.options, now=_now,
+                                     agents=AgentClient())
+
+    # --- cache and queue ---------------------------------------------------------------------
+    def prefill(self) -> list[Key]:
+        """One LIST per kind into the cache (the watches then keep it current); the ModelDeployments found."""
+        keys = []
+        for scope in self.namespaces or (None,):
+            for _, _, _, kind in CHILD_KINDS:
+                for obj in self.kube.list_all(kind, f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}", scope):
+                    self.cache.store(kind, obj)
+            for obj in self.kube.list_all(c.KIND, "", scope):  # last: their children are cached already
+                self.cache.store(c.KIND, obj)
+                keys.append((obj["metadata"]["namespace"], obj["metadata"]["name"]))
+        return sorted(keys)
+
+    def seen(self, kind: str, event_type: str | None, body: Any) -> None:
+        meta = body.get("metadata") or {}
+        if event_type == "DELETED":
+            self.cache.delete(kind, meta.get("namespace", ""), meta.get("name", ""))
+            self.reconciler.memo.forget(kind, meta.get("namespace", ""), meta.get("name", ""))
+        else:
+            self.cache.store(kind, body)
+
+    def enqueue(self, namespace: str, name: str) -> None:
+        self.queue.add((namespace, name))
+
+    # --- workers -----------------------------------------------------------------------------
+    def start(self) -> None:
+        for i in range(self.workers):
+            thread = threading.Thread(target=self._work, name=f"reconcile-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self.queue.close()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def _work(self) -> None:
+        while (key := self.queue.get()) is not None:
+            try:
+                self.process(key)
+            except Exception:  # noqa: BLE001 - a worker must outlive any one object's failure
+                log.exception("reconcile of %s/%s failed", *key)
+                self._retry(key)
+            finally:
+                self.queue.done(key)
+
+    def process(self, key: Key) -> Result:
+        namespace, name = key
+        result = self.reconciler.reconcile(namespace, name)
+        if result.gone:
+            self.queue.forget(key)
+            self.failures.pop(key, None)
+            return result
+        if result.compression_job:
+            self.waiting[(namespace, result.compression_job)].add(name)
+        if result.event:
+            kind, reason, message = result.event
+            body = self.cache.get(c.KIND, namespace, name) or {"metadata": {"name": name, "namespace": namespace}}
+            self.kube.post_event({"apiVersion": c.API_VERSION, "kind": c.KIND, **body}, kind, reason, message,
+                                 format_time(_now()))
+        log.debug("reconciled %s/%s: phase %s, status written: %s", namespace, name,
+                  (result.status or {}).get("phase"), result.written)
+        if result.retry:
+            log.warning("reconcile of %s/%s will be retried: %s", namespace, name, result.retry)
+            self._retry(key)
+        else:
+            self.failures.pop(key, None)
+            if result.requeue_after:
+                self.queue.add(key, after=result.requeue_after)
+        return result
+
+    def _retry(self, key: Key) -> None:
+        self.failures[key] = self.failures.get(key, 0) + 1
+        self.queue.add(key, after=retry_delay(self.failures[key]))
+
+
+_operator: Operator | None = None
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, logger, **_: Any) -> None:
-    global _kube, _options
-    # Kopf keeps its bookkeeping in annotations under our own prefix; status stays ours alone.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=c.GROUP, key="last-handled-configuration")
-    settings.posting.level = 30  # post Events for warnings and above from Kopf itself; ours are explicit
+    global _operator
+    settings.posting.level = logging.WARNING  # Kopf's own warnings as Events; ours are posted by the workers
     settings.watching.server_timeout = 300
-    settings.execution.max_workers = int(os.environ.get("MODELDEPLOY_WORKERS", "8"))
+    settings.execution.max_workers = 4  # handlers only store and enqueue
     try:
         kube_config.load_incluster_config()
     except kube_config.ConfigException:
         kube_config.load_kube_config()
-    _kube = Kube()
-    _options = options_from_env()
-    logger.info("modeldeploy operator configured: triton image %s", _options.triton_image)
+    _operator = Operator(kube=Kube(), options=options_from_env(),
+                         workers=int(os.environ.get("MODELDEPLOY_WORKERS", "4")), namespaces=NAMESPACES)
+    for namespace, name in _operator.prefill():
+        _operator.enqueue(namespace, name)
+    _operator.start()
+    logger.info("modeldeploy operator configured: triton image %s, %d workers, %d objects cached",
+                _operator.options.triton_image, _operator.workers, len(_operator.cache))
     prometheus = os.environ.get("MODELDEPLOY_PROMETHEUS_URL")
     if prometheus:
         logger.info("Prometheus %s: %s", prometheus, check_prometheus(prometheus))
+
+
+@kopf.on.cleanup()
+def shutdown(**_: Any) -> None:
+    if _operator is not None:
+        _operator.stop()
 
 
 def check_prometheus(url: str, timeout: float = 3.0) -> str:
@@ -101,123 +219,65 @@ def check_prometheus(url: str, timeout: float = 3.0) -> str:
         return f"unreachable ({getattr(err, 'reason', err)})"
 
 
-def _reconcile(namespace: str, name: str, logger, deployment: Any = None) -> None:
-    """Reconcile the ModelDeployment as stored now.
-
-    The object is read inside the lock: a body handed over by Kopf, or read before waiting, can miss
-    the status another reconcile just wrote, and would then report a stale phase transition.
-    """
-    assert _kube is not None, "operator not configured (startup handler did not run)"
-    key = (namespace, name)
-    with _locks[key]:
-        body = _kube.get_model_deployment(namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            # Gone or being deleted: the garbage collector removes the children; forget our notes
-            # (the Deployment's deletion event brings us here once more).
-            _applied.pop(key, None)
-            _locks.pop(key, None)
-            return
-        generation = body["metadata"].get("generation")
-        dep_generation = (deployment or {}).get("metadata", {}).get("generation")
-        unchanged = deployment is not None and _applied.get(key) == (generation, dep_generation)
-        result = reconcile(_kube, body, _options, _now, observed_deployment=deployment if unchanged else None,
-                           agents=_agents)
-        if result.deployment_generation is not None and not result.retry:
-            _applied[key] = (generation, result.deployment_generation)
-        if result.compression_job:
-            _waiting[(namespace, result.compression_job)].add(name)
-    if result.event:
-        kind, reason, message = result.event
-        kopf.event(body, type=kind, reason=reason, message=message)
-    logger.debug("reconciled %s/%s: phase %s, status written: %s", *key, result.status["phase"], result.written)
-    if result.requeue_after:
-        _schedule(namespace, name, result.requeue_after, logger)
-    if result.retry:
-        raise kopf.TemporaryError(result.retry, delay=RETRY_DELAY_SECONDS)
-
-
-def _schedule(namespace: str, name: str, delay: float, logger) -> None:
-    """Reconcile ``namespace/name`` again in ``delay`` seconds (one pending look per object)."""
-    key = (namespace, name)
-    if key in _timers and _timers[key].is_alive():
+@kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
+def on_model_deployment(body: kopf.Body, type: str | None, namespace: str, name: str, **_: Any) -> None:
+    if _operator is None:
         return
-
-    def look() -> None:
-        _timers.pop(key, None)
-        try:
-            _reconcile(namespace, name, logger)
-        except kopf.TemporaryError as err:
-            logger.warning("scheduled reconcile of %s/%s failed: %s", namespace, name, err)
-        except Exception:  # noqa: BLE001 - a timer thread must not die silently
-            logger.exception("scheduled reconcile of %s/%s failed", namespace, name)
-
-    # Run in a copy of the handler's context: kopf.event() finds Kopf's settings there.
-    timer = threading.Timer(delay, contextvars.copy_context().run, args=(look,))
-    timer.daemon = True
-    _timers[key] = timer
-    timer.start()
+    _operator.seen(c.KIND, type, body)
+    _operator.enqueue(namespace, name)
 
 
-@kopf.on.resume(c.GROUP, c.VERSION, c.PLURAL)
-@kopf.on.create(c.GROUP, c.VERSION, c.PLURAL)
-@kopf.on.update(c.GROUP, c.VERSION, c.PLURAL, field="spec")
-def reconcile_model_deployment(namespace: str, name: str, logger, **_: Any) -> None:
-    _reconcile(namespace, name, logger)
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+def on_deployment(body: kopf.Body, type: str | None, namespace: str, **_: Any) -> None:
+    _child_event("Deployment", body, type, namespace)
 
 
-def controller_owner(body: Any) -> str | None:
-    for ref in body.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("kind") == c.KIND and ref.get("apiVersion", "").startswith(c.GROUP + "/"):
-            return ref.get("name")
-    return None
+@kopf.on.event("", "v1", "services", labels=MANAGED)
+def on_service(body: kopf.Body, type: str | None, namespace: str, **_: Any) -> None:
+    _child_event("Service", body, type, namespace)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
-def on_deployment_event(body: kopf.Body, type: str | None, namespace: str, logger, **_: Any) -> None:
-    owner = controller_owner(body)
-    if owner is None or _kube is None:
+@kopf.on.event("", "v1", "configmaps", labels=MANAGED)
+def on_config_map(body: kopf.Body, type: str | None, namespace: str, **_: Any) -> None:
+    _child_event("ConfigMap", body, type, namespace)
+
+
+def _child_event(kind: str, body: kopf.Body, type: str | None, namespace: str) -> None:
+    """Store the child; reconcile its owner (drift, deletion, status progress)."""
+    if _operator is None:
         return
-    # A deleted (or deleting) Deployment must be applied again, never only observed.
-    gone = type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp")
-    try:
-        _reconcile(namespace, owner, logger, deployment=None if gone else body)
-    except kopf.TemporaryError as err:
-        # Event handlers are not retried by Kopf; the ModelDeployment's own handler retries.
-        logger.warning("reconcile of %s/%s after a Deployment event failed: %s", namespace, owner, err)
+    _operator.seen(kind, type, body)
+    owner = owner_name(body)
+    if owner:
+        _operator.enqueue(namespace, owner)
 
 
-@kopf.on.event("", "v1", "pods", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
-def on_pod_event(body: kopf.Body, type: str | None, namespace: str, logger, **_: Any) -> None:
-    """A serving pod in trouble (model fetch failed, crash loop, unschedulable) changes no Deployment
-    status, so no Deployment event would tell the operator; healthy pod events cost nothing here."""
-    if type == "DELETED" or _kube is None or diagnose_pods([body]) is None:
+@kopf.on.event("", "v1", "pods", labels=MANAGED)
+def on_pod(body: kopf.Body, type: str | None, namespace: str, **_: Any) -> None:
+    """Stored always; the owner is reconciled only for a pod in trouble (fetch failed, crash loop,
+    unschedulable), which changes no Deployment status: healthy pod events cost nothing more."""
+    if _operator is None:
         return
-    owner = (body.get("metadata", {}).get("annotations") or {}).get(c.ANNOTATION_OWNER)
-    if not owner:
-        return
-    try:
-        _reconcile(namespace, owner, logger)
-    except kopf.TemporaryError as err:
-        logger.warning("reconcile of %s/%s after a pod event failed: %s", namespace, owner, err)
+    _operator.seen("Pod", type, body)
+    if type != "DELETED" and diagnose_pods([body]) is not None:
+        owner = owner_name(body)
+        if owner:
+            _operator.enqueue(namespace, owner)
 
 
-
-@kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY,
-                                            c.LABEL_COMPONENT: c.COMPONENT_COMPRESSION})
-def on_job_event(body: kopf.Body, type: str | None, namespace: str, name: str, logger, **_: Any) -> None:
+@kopf.on.event("batch", "v1", "jobs", labels={**MANAGED, c.LABEL_COMPONENT: c.COMPONENT_COMPRESSION})
+def on_job(body: kopf.Body, type: str | None, namespace: str, name: str, **_: Any) -> None:
     """A compression Job changed (started, a pod failed, finished): reconcile whoever waits for it."""
-    if _kube is None:
+    if _operator is None:
         return
-    owners = set(_waiting.get((namespace, name), ()))
-    creator = (body.get("metadata", {}).get("annotations") or {}).get(c.ANNOTATION_OWNER)
+    _operator.seen("Job", type, body)
+    owners = set(_operator.waiting.get((namespace, name), ()))
+    creator = owner_name(body)
     if creator:
         owners.add(creator)
     finished = any(cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True"
                    for cond in (body.get("status") or {}).get("conditions") or [])
     if finished or type == "DELETED":
-        _waiting.pop((namespace, name), None)
+        _operator.waiting.pop((namespace, name), None)
     for owner in sorted(owners):
-        try:
-            _reconcile(namespace, owner, logger)
-        except kopf.TemporaryError as err:
-            logger.warning("reconcile of %s/%s after a Job event failed: %s", namespace, owner, err)
+        _operator.enqueue(namespace, owner)

@@ -26,12 +26,22 @@ def _terminated_failure(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+def _tail_line(text: str, limit: int = 512) -> str:
+    """``text`` as one line, its end kept when too long (the fetcher writes one line, but a message that
+    fell back to the container log ends with the cause; a newline inside a URI must not hide it).
+
+    >>> _tail_line("bad uri http://h/a\nb.onnx: 404")
+    'bad uri http://h/a b.onnx: 404'
+    """
+    line = " ".join(text.split())
+    return line if len(line) <= limit else "…" + line[-(limit - 1):]
+
+
 def _fetch_failure(pod: Mapping[str, Any]) -> str | None:
     for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
         term = _terminated_failure(status)
         if term:
-            cause = (term.get("message") or term.get("reason") or "").strip().splitlines()
-            detail = cause[-1] if cause else "no message"
+            detail = _tail_line(term.get("message") or term.get("reason") or "") or "no message"
             return f"init container {status.get('name')} exited {term.get('exitCode')}: {detail}"
     return None
 

@@ -40,7 +40,11 @@ class Observation:
     deployment: Mapping[str, Any] | None = None  # the live apps/v1 Deployment, None if absent
     unimplemented: tuple[str, ...] = ()
     spec_error: str | None = None  # message naming the field
+    # (reason, message) when a person must act though the spec parsed: a child's name is taken by an
+    # object that is not ours, or the API server rejects a child (422) — no retry can fix either.
+    blocked: tuple[str, str] | None = None
     apply_error: str | None = None
+    replica_failure: str | None = None  # the Deployment's ReplicaFailure (FailedCreate) message
     pod_problem: tuple[str, str] | None = None  # (reason, message) from policy.pods.diagnose_pods
     model_uri: str | None = None
     model_sha256: str | None = None
@@ -103,7 +107,10 @@ def _deployment_progress(obs: Observation, previous_phase: str | None
 
     rolling = observed < dep_gen or updated < want or replicas > want
     reason = c.REASON_ROLLING_OUT if rolling else c.REASON_SCALING
-    if obs.pod_problem:
+    if obs.replica_failure:  # no pod gets created (Pod Security, quota, an invalid pod): say why at once
+        reason = c.REASON_REPLICA_FAILURE
+        progress += f"; pods cannot be created: {obs.replica_failure}"
+    elif obs.pod_problem:
         reason = obs.pod_problem[0]
         progress += f"; {obs.pod_problem[1]}"
     # Degraded means "was serving fully, lost replicas"; short of Ready on the way up is Progressing.
@@ -134,14 +141,19 @@ def _held(obs: Observation) -> tuple[str, Condition, Condition, Condition, dict[
 def compute_status(obs: Observation, previous: Mapping[str, Any] | None, now: datetime) -> dict[str, Any]:
     """The complete status for ``obs``; ``previous`` only supplies lastTransitionTime and prior phase."""
     previous = previous or {}
-    if obs.spec_error or obs.apply_error:
-        reason = c.REASON_INVALID_SPEC if obs.spec_error else c.REASON_APPLY_FAILED
-        msg = obs.spec_error or obs.apply_error or ""
+    if obs.spec_error or obs.blocked or obs.apply_error:
+        if obs.spec_error:
+            reason, msg = c.REASON_INVALID_SPEC, obs.spec_error
+        elif obs.blocked:
+            reason, msg = obs.blocked
+        else:
+            reason, msg = c.REASON_APPLY_FAILED, obs.apply_error or ""
+        needs_person = bool(obs.spec_error or obs.blocked)
         phase = c.PHASE_FAILED
         ready = Condition(c.COND_READY, False, reason, msg)
-        # An invalid spec needs a person (Stalled); a failed apply is retried (Reconciling).
-        reconciling = Condition(c.COND_RECONCILING, not obs.spec_error, reason, msg)
-        stalled = Condition(c.COND_STALLED, bool(obs.spec_error), reason, msg)
+        # An invalid spec or a blocked child needs a person (Stalled); a failed apply is retried (Reconciling).
+        reconciling = Condition(c.COND_RECONCILING, not needs_person, reason, msg)
+        stalled = Condition(c.COND_STALLED, needs_person, reason, msg)
         counts = {k: previous.get(k, 0) for k in ("replicas", "readyReplicas", "updatedReplicas")}
         if obs.deployment is not None:
             dstat = obs.deployment.get("status") or {}

@@ -1,199 +1,293 @@
-"""One reconcile of one ModelDeployment: observe -> render -> apply -> compute status -> write if changed.
+"""One reconcile of one ModelDeployment: observe -> plan -> render -> act -> one status write.
 
-Level-based: the function looks only at the object as it is now, so it is safe to call for any event
-(spec change, child drift, operator restart) and twice in a row. It imports no Kopf; the handlers
-decide when to call it and turn its result into Events and retries.
+It reads as Argo Rollouts' ``rollout/canary.go``:
+
+1. **observe** (reconcile/observe.py): the object and its children from the watch cache, the agents
+   only when a model swap is due — no API request;
+2. **plan** (policy/plan.py, pure): the tracks that should serve, the swap step, what to prune, when
+   to look again;
+3. **render** (render/triton.py, pure): the desired objects of each track;
+4. **act** (reconcile/act.py): ownership-checked applies of what changed, agent commands, prunes;
+5. **status** (policy/status.py, pure): computed whole from what was planned and observed, diffed
+   against the stored status, and written once — or not at all when nothing changed.
+
+Every way out (invalid spec, a name taken by someone else's object, an API error, a compression that
+holds the rollout) goes through the same status step, so there is exactly one status write per
+reconcile. Level-based: only the object as it is now matters, so the function is safe to call for
+any event and twice in a row. No Kopf here: the handlers decide when to call it.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Mapping
 
+from modeldeploy.adapters.agent import AgentError, endpoint
+from modeldeploy.adapters.cache import owned_by
+from modeldeploy.adapters.kube import KubeError
 from modeldeploy.api import constants as c
 from modeldeploy.api.spec import SpecError, parse_spec, unimplemented_fields
-from modeldeploy.adapters.kube import Kube, KubeError
-from modeldeploy.policy import compression_job
-from modeldeploy.adapters.agent import AgentClient
-from modeldeploy.reconcile import compression, model_swap
+from modeldeploy.policy import compression_job, model_swap
+from modeldeploy.policy import plan as planning
 from modeldeploy.policy.pods import diagnose_pods
 from modeldeploy.policy.status import Observation, compute_status, status_changed, transition_event
+from modeldeploy.reconcile import compression
+from modeldeploy.reconcile.act import Actor, AppliedMemo, Conflict
+from modeldeploy.reconcile.interfaces import Agents, ClusterView, KubeWriter
+from modeldeploy.reconcile.observe import observe
 from modeldeploy.render import names
-from modeldeploy.render.triton import AGENT_TOKEN_KEY, Owner, RenderOptions, render_children
+from modeldeploy.render.triton import AGENT_TOKEN_KEY, Owner, RenderOptions, render_service, render_track
 
 log = logging.getLogger(__name__)
+
+#: HTTP status of an API-server rejection of the object itself (a field no valid child can have).
+UNPROCESSABLE = 422
+#: Ready/Stalled reason when a child's name is taken by an object that is not ours.
+REASON_NAME_TAKEN = "NameTaken"
 
 
 @dataclass(frozen=True)
 class Result:
-    status: dict[str, Any]
-    written: bool  # status was written (it changed)
-    event: tuple[str, str, str] | None  # (type, reason, message) for a phase transition
-    retry: str | None  # a transient failure worth retrying (apply error), else None
-    deployment_generation: int | None = None  # metadata.generation of the Deployment as applied/observed
-    compression_job: str | None = None  # a running compression Job this ModelDeployment waits for
+    status: dict[str, Any] | None
+    written: bool = False  # status was written (it changed)
+    event: tuple[str, str, str] | None = None  # (type, reason, message) for a phase transition
+    retry: str | None = None  # a transient failure worth retrying, else None
     requeue_after: float | None = None  # look again after this many seconds (an in-place swap runs)
+    compression_job: str | None = None  # a running compression Job this ModelDeployment waits for
+    gone: bool = False  # the ModelDeployment no longer exists (or is being deleted)
 
 
 def _selector_string(labels: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
-def reconcile(kube: Kube, body: Mapping[str, Any], options: RenderOptions, now: Callable[[], datetime],
-              observed_deployment: Mapping[str, Any] | None = None, agents: AgentClient | None = None) -> Result:
-    """Apply the children and refresh status; with ``observed_deployment``, refresh status only.
-    With ``agents``, running pods are moved to a new model version in place (reconcile/model_swap.py).
+@dataclass
+class Reconciler:
+    """Reconciles ModelDeployments read from ``view`` (the watch cache), writing through ``kube``."""
 
-    The status-only path serves Deployment status events when the caller knows nothing was changed
-    since its last apply (same generations): it saves three server-side applies per event.
-    """
-    meta = body["metadata"]
-    name, namespace = meta["name"], meta["namespace"]
-    generation = meta.get("generation", 1)
-    previous = body.get("status") or {}
-    owner = Owner(name=name, namespace=namespace, uid=meta["uid"])
+    view: ClusterView
+    kube: KubeWriter
+    options: RenderOptions
+    now: Callable[[], datetime]
+    agents: Agents | None = None
+    memo: AppliedMemo = field(default_factory=AppliedMemo)
 
-    try:
-        spec = parse_spec(name, body.get("spec") or {})
-    except SpecError as err:
-        obs = Observation(generation=generation, desired_replicas=0, spec_error=str(err))
-        return _finish(kube, namespace, name, previous, obs, now, retry=None)
+    def reconcile(self, namespace: str, name: str) -> Result:
+        body = self.view.get(c.KIND, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return Result(status=None, gone=True)
+        meta = body["metadata"]
+        previous = body.get("status") or {}
+        owner = Owner(name=name, namespace=namespace, uid=meta["uid"])
+        obs, extra = self._observe_plan_act(body, owner, previous)
+        status = compute_status(obs, previous, self.now())
+        written = status_changed(previous, status)
+        if written:
+            stored = self.kube.patch_status(namespace, name, status)
+            if stored is None:
+                return Result(status=status, gone=True)
+            self.view.store(c.KIND, stored)
+        return Result(status=status, written=written, event=transition_event(previous, status), **extra)
 
-    selector = names.selector_labels(name)
-    base: dict[str, Any] = dict(
-        generation=generation,
-        desired_replicas=spec.desired_replicas,
-        deployment_name=names.deployment_name(name),
-        service_name=names.service_name(name),
-        namespace=namespace,
-        selector=_selector_string(selector),
-        model_name=spec.model.name,
-        model_version=spec.model.version,
-        unimplemented=tuple(unimplemented_fields(spec)),
-    )
-    if spec.compression is not None:
+    # --- the steps -----------------------------------------------------------------------------
+    def _observe_plan_act(self, body: Mapping[str, Any], owner: Owner, previous: Mapping[str, Any]
+                          ) -> tuple[Observation, dict[str, Any]]:
+        """The Observation the status is computed from, and the Result's extra fields."""
+        generation = body["metadata"].get("generation", 1)
         try:
-            settled = compression.settle(kube, owner, generation, spec, options)
-        except KubeError as err:
-            obs = Observation(**base, apply_error=str(err))
-            return _finish(kube, namespace, name, previous, obs, now, retry=str(err))
-        base.update(compressed=compression_job.compressed_condition(settled.outcome),
-                    compression=settled.status_block())
-        if settled.serve is None:
-            return _hold(kube, namespace, name, previous, base, settled, observed_deployment, now)
-        spec = settled.serve
-        base.update(model_uri=spec.model.uri, model_sha256=spec.model.sha256)
+            spec = parse_spec(owner.name, body.get("spec") or {})
+        except SpecError as err:
+            return Observation(generation=generation, desired_replicas=0, spec_error=str(err)), {}
 
-    revision = names.revision_of(spec, options.triton_image, options.fetcher_image)
-    base["revision"] = revision
-    deployment = observed_deployment
-    if deployment is None:
+        selector = names.selector_labels(owner.name)
+        base: dict[str, Any] = dict(
+            generation=generation,
+            desired_replicas=spec.desired_replicas,
+            deployment_name=names.deployment_name(owner.name),
+            service_name=names.service_name(owner.name),
+            namespace=owner.namespace,
+            selector=_selector_string(selector),
+            model_name=spec.model.name,
+            model_version=spec.model.version,
+            unimplemented=tuple(unimplemented_fields(spec)),
+        )
+        extra: dict[str, Any] = {}
+        if spec.compression is not None:
+            try:
+                settled = compression.settle(_CompressionIO(self.view, self.kube), owner, generation, spec,
+                                             self.options)
+            except KubeError as err:
+                return Observation(**base, apply_error=str(err)), {"retry": str(err)}
+            base.update(compressed=compression_job.compressed_condition(settled.outcome),
+                        compression=settled.status_block())
+            extra["compression_job"] = settled.waiting_on
+            if settled.serve is None:
+                return self._held(owner, previous, base, settled), extra
+            spec = settled.serve
+            base.update(model_uri=spec.model.uri, model_sha256=spec.model.sha256)
+
+        revision = names.revision_of(spec, self.options.triton_image, self.options.fetcher_image)
+        base["revision"] = revision
+        observed = observe(self.view, self.agents, owner.namespace, owner.name, owner.uid, spec, revision, previous)
+        plan = planning.plan(owner.name, spec, revision, previous, observed)
+
+        actor = Actor(self.view, self.kube, self.memo, owner.uid)
         try:
-            if previous.get("currentRevision") != revision:  # new pods are coming: their agents need it
-                create_agent_token(kube, owner, spec)
-            for obj in render_children(owner, spec, revision, options):
-                applied = kube.apply(obj)
-                if obj["kind"] == "Deployment":
-                    deployment = applied
+            deployment = self._act(actor, owner, spec, plan, observed)
+        except Conflict as err:
+            return Observation(**base, blocked=(REASON_NAME_TAKEN, str(err))), {}
         except KubeError as err:
-            obs = Observation(**base, apply_error=str(err))
-            return _finish(kube, namespace, name, previous, obs, now, retry=str(err))
+            if err.status == UNPROCESSABLE:  # no retry makes an invalid object valid: a person must act
+                return Observation(**base, blocked=(c.REASON_INVALID_SPEC, str(err))), {}
+            return Observation(**base, apply_error=str(err), deployment=observed.deployments.get(
+                plan.stable.deployment)), {"retry": str(err)}
 
-    problem = None
-    dstatus = (deployment or {}).get("status") or {}
-    if dstatus.get("availableReplicas", 0) < spec.desired_replicas:
-        problem = diagnose_pods(kube.list_pods(namespace, _selector_string(selector)))
-    swap = None
-    if agents is not None and model_swap.needed(previous, revision, spec):
-        swap = model_swap.SwapStep(served=previous.get("model"))  # wait for the rollout, then swap
-        if _rolled_out(deployment, spec.desired_replicas):
-            swap = model_swap.step(kube, agents, namespace, name, revision, spec, previous,
-                                   _selector_string(selector), token=lambda: agent_token(kube, owner, spec))
-    served = (swap.served if swap else None) or model_swap.model_status(spec)
-    base.update(model_name=served.get("name"), model_version=served.get("version"), model_uri=served.get("uri"),
-                model_sha256=served.get("sha256"))
-    obs = Observation(**base, deployment=deployment, pod_problem=problem,
-                      swap=swap.condition if swap else None, model_swap=swap.block if swap else None)
-    result = _finish(kube, namespace, name, previous, obs, now, retry=None,
-                     deployment_generation=(deployment or {}).get("metadata", {}).get("generation"))
-    if swap and swap.requeue_after:
-        result = Result(**{**result.__dict__, "requeue_after": swap.requeue_after})
-    # Prune only on a status change into Ready: a finished rollout; steady-state events cost no list call.
-    if result.written and result.status["phase"] == c.PHASE_READY:
-        prune_config_maps(kube, namespace, name, keep={revision})
-    return result
-
-
-def create_agent_token(kube: Kube, owner: Owner, spec) -> None:
-    """Make sure Secret ``<name>-agent-token`` exists (created once; one request, no read)."""
-    kube.create_secret_token(owner.namespace, names.agent_token_name(owner.name), AGENT_TOKEN_KEY,
-                             owner.reference(), names.common_labels(owner.name, spec.model.name))
-
-
-def agent_token(kube: Kube, owner: Owner, spec) -> str | None:
-    """The token of this ModelDeployment's model agents, for telling them to swap (read when needed,
-    recreated if someone deleted the Secret: pods started after that get the new one)."""
-    name = names.agent_token_name(owner.name)
-    token = kube.read_secret_key(owner.namespace, name, AGENT_TOKEN_KEY)
-    if token is None:
-        create_agent_token(kube, owner, spec)
-        token = kube.read_secret_key(owner.namespace, name, AGENT_TOKEN_KEY)
-    return token
-
-
-def _rolled_out(deployment: Mapping[str, Any] | None, want: int) -> bool:
-    """Every replica runs the current template and is available (no rolling update under way)."""
-    if deployment is None:
-        return False
-    status = deployment.get("status") or {}
-    generation = (deployment.get("metadata") or {}).get("generation", 0)
-    return (status.get("observedGeneration", 0) >= generation and status.get("updatedReplicas", 0) >= want
-            and status.get("availableReplicas", 0) >= want and status.get("replicas", 0) == want)
-
-
-def _hold(kube: Kube, namespace: str, name: str, previous: Mapping[str, Any], base: dict[str, Any],
-          settled: compression.Settled, observed_deployment: Mapping[str, Any] | None,
-          now: Callable[[], datetime]) -> Result:
-    """Compression has not produced a servable model (running, gate failed, Job failed, bad recipe):
-    apply nothing, so whatever Deployment exists keeps serving the previous model, and say so."""
-    try:
-        deployment = observed_deployment or kube.get_deployment(namespace, base["deployment_name"])
-    except KubeError as err:
-        obs = Observation(**base, apply_error=str(err))
-        return _finish(kube, namespace, name, previous, obs, now, retry=str(err))
-    served = previous.get("model") or {}
-    if deployment is None:
-        base.update(service_name=None, model_name=None)
-    else:
-        base.update(revision=previous.get("currentRevision"), model_name=served.get("name", base["model_name"]),
-                    model_version=served.get("version"), model_uri=served.get("uri"),
+        problem = None
+        if ((deployment or {}).get("status") or {}).get("availableReplicas", 0) < spec.desired_replicas:
+            problem = diagnose_pods([p for p in observed.pods
+                                     if (p["metadata"].get("labels") or {}).get(c.LABEL_REVISION) == revision]
+                                    or observed.pods)
+        swap_condition, swap_block, served = _swap_status(plan, spec, previous)
+        base.update(model_name=served.get("name"), model_version=served.get("version"), model_uri=served.get("uri"),
                     model_sha256=served.get("sha256"))
-    obs = Observation(**base, deployment=deployment, hold=compression_job.hold_reason(settled.outcome))
-    result = _finish(kube, namespace, name, previous, obs, now, retry=None,
-                     deployment_generation=(deployment or {}).get("metadata", {}).get("generation"))
-    return Result(**{**result.__dict__, "compression_job": settled.waiting_on})
+        extra["requeue_after"] = plan.requeue_after
+        return Observation(**base, deployment=deployment, pod_problem=problem, swap=swap_condition,
+                           model_swap=swap_block, replica_failure=_replica_failure(deployment)), extra
+
+    def _act(self, actor: Actor, owner: Owner, spec, plan: planning.Plan, observed: planning.Observed
+             ) -> dict[str, Any] | None:
+        """Apply every track's objects and the Service, tell agents, prune. Returns the stable Deployment."""
+        if plan.new_pods:
+            self._ensure_agent_token(owner, spec)
+        stable = None
+        for track in plan.tracks:
+            for obj in render_track(owner, track.spec, track.revision, self.options, track.role, track.deployment,
+                                    track.replicas):
+                live = actor.ensure(obj)
+                if obj["kind"] == "Deployment" and track.role == c.TRACK_STABLE:
+                    stable = live
+        actor.ensure(render_service(owner, spec))
+        if plan.swap is not None:
+            self._swap(owner, spec, plan.swap, observed)
+        for kind, name, uid in plan.prune:
+            actor.delete(kind, owner.namespace, name, uid)
+        return stable
+
+    def _held(self, owner: Owner, previous: Mapping[str, Any], base: dict[str, Any],
+              settled: compression.Settled) -> Observation:
+        """Compression has not produced a servable model (running, gate failed, Job failed, bad recipe):
+        apply nothing, so whatever Deployment exists keeps serving the previous model, and say so."""
+        deployment = self.view.get("Deployment", owner.namespace, base["deployment_name"])
+        if deployment is not None and not owned_by(deployment, owner.uid):
+            deployment = None
+        served = previous.get("model") or {}
+        if deployment is None:
+            base.update(service_name=None, model_name=None)
+        else:
+            base.update(revision=previous.get("currentRevision"), model_name=served.get("name", base["model_name"]),
+                        model_version=served.get("version"), model_uri=served.get("uri"),
+                        model_sha256=served.get("sha256"))
+        return Observation(**base, deployment=deployment, hold=compression_job.hold_reason(settled.outcome))
+
+    # --- agents --------------------------------------------------------------------------------
+    def _ensure_agent_token(self, owner: Owner, spec) -> None:
+        """Secret ``<name>-agent-token`` exists and is ours (created once; one request when new pods come)."""
+        name = names.agent_token_name(owner.name)
+        created = self.kube.create_secret_token(owner.namespace, name, AGENT_TOKEN_KEY, owner.reference(),
+                                                names.common_labels(owner.name, spec.model.name))
+        if not created:
+            existing = self.kube.get("Secret", owner.namespace, name)
+            if existing is not None and not owned_by(existing, owner.uid):
+                raise Conflict("Secret", owner.namespace, name, "its token would reach our pods' agents")
+
+    def _agent_token(self, owner: Owner, spec) -> str | None:
+        """The token the agents accept (read only when a pod is told something; recreated if deleted)."""
+        name = names.agent_token_name(owner.name)
+        secret = self.kube.get("Secret", owner.namespace, name)
+        if secret is None:
+            self._ensure_agent_token(owner, spec)
+            secret = self.kube.get("Secret", owner.namespace, name)
+        if secret is None or not owned_by(secret, owner.uid):
+            return None
+        data = (secret.get("data") or {}).get(AGENT_TOKEN_KEY)
+        return base64.b64decode(data).decode() if data else None
+
+    def _swap(self, owner: Owner, spec, swap: model_swap.Plan, observed: planning.Observed) -> None:
+        desired = planning.desired_model(spec)
+        if swap.put:
+            token = self._agent_token(owner, spec)
+            pods = {p["metadata"]["name"]: p for p in observed.pods}
+            for pod_name in swap.put:
+                url = endpoint(pods[pod_name]) if pod_name in pods else None
+                if url is None:
+                    continue
+                try:
+                    self.agents.put(url, desired.body(), token)  # type: ignore[union-attr]
+                except AgentError:
+                    pass  # the next round asks again and reports what the agent says
+        if swap.restart:
+            self.kube.stamp_pod_template(owner.namespace, names.deployment_name(owner.name), c.ANNOTATION_MODEL_FILES,
+                                         names.short_hash(desired.files_key()))
 
 
-def _finish(kube: Kube, namespace: str, name: str, previous: Mapping[str, Any], obs: Observation,
-            now: Callable[[], datetime], retry: str | None, deployment_generation: int | None = None) -> Result:
-    status = compute_status(obs, previous, now())
-    written = status_changed(previous, status)
-    if written:
-        kube.patch_status(namespace, name, status)
-    return Result(status=status, written=written, event=transition_event(previous, status), retry=retry,
-                  deployment_generation=deployment_generation)
+def _swap_status(plan: planning.Plan, spec, previous: Mapping[str, Any]
+                 ) -> tuple[tuple[str, str, bool] | None, dict[str, Any] | None, Mapping[str, Any]]:
+    """(Ready override, status.modelSwap, status.model) for the swap part of ``plan``."""
+    if plan.swap_waiting:
+        return None, None, previous.get("model") or model_status(spec)
+    swap = plan.swap
+    if swap is None or swap.done:
+        return None, None, model_status(spec)
+    desired = planning.desired_model(spec)
+    block = {"version": desired.version, "uri": desired.uri, "podsServing": swap.serving, "pods": swap.total,
+             "podStates": dict(swap.pods)}
+    return swap.condition, block, previous.get("model") or {}
 
 
-def prune_config_maps(kube: Kube, namespace: str, name: str, keep: set[str]) -> list[str]:
-    """Delete config ConfigMaps of revisions no longer served (only once the rollout finished)."""
-    selector = f"{c.LABEL_DEPLOYMENT}={names.fit(name)},{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"
-    deleted = []
-    for cm in kube.list_config_maps(namespace, selector):
-        cm_meta = cm["metadata"]
-        revision = (cm_meta.get("labels") or {}).get(c.LABEL_REVISION)
-        if revision is not None and revision not in keep:  # <name>-model has no revision: never pruned
-            kube.delete_config_map(namespace, cm_meta["name"])
-            deleted.append(cm_meta["name"])
-    return deleted
+def model_status(spec) -> dict[str, Any]:
+    """``status.model`` for the model ``spec`` names."""
+    model = spec.model
+    out: dict[str, Any] = {"name": model.name, "version": model.version, "uri": model.uri}
+    if model.sha256:
+        out["sha256"] = model.sha256
+    return out
+
+
+def _replica_failure(deployment: Mapping[str, Any] | None) -> str | None:
+    """The Deployment's ReplicaFailure condition message (FailedCreate: a quota, Pod Security, an
+    invalid pod), which no pod will ever show since none gets created."""
+    for cond in ((deployment or {}).get("status") or {}).get("conditions") or ():
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            return f"{cond.get('reason', 'ReplicaFailure')}: {cond.get('message', '')}".strip()
+    return None
+
+
+class _CompressionIO:
+    """What reconcile/compression.py needs, over the watch cache (reads) and the writer (writes)."""
+
+    def __init__(self, view: ClusterView, kube: KubeWriter):
+        self.view, self.kube = view, kube
+
+    def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.view.get("ConfigMap", namespace, name)
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.view.get("Job", namespace, name)
+
+    def create_job(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        created = self.kube.create_job(job)
+        self.view.store("Job", created)
+        return created
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        label, _, value = selector.partition("=")
+        return self.view.labelled("Pod", namespace, label, value)
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        applied = self.kube.apply(obj)
+        self.view.store(obj["kind"], applied)
+        return applied
+

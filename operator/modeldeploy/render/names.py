@@ -69,7 +69,14 @@ def agent_token_name(md_name: str) -> str:
     return fit(f"{md_name}-agent-token", 253)
 
 
-def model_source_name(md_name: str) -> str:
+def model_source_name(deployment: str) -> str:
+    """Secret with the model source of one Deployment's pods (see render_model_source)."""
+    return fit(f"{deployment}-model", 253)
+
+
+def legacy_model_source_name(md_name: str) -> str:
+    """The ConfigMap that held the model source before it moved to one Secret per Deployment; pruned
+    once no pod of the old template is left."""
     return fit(f"{md_name}-model", 253)
 
 

@@ -17,6 +17,7 @@ where the fetcher looks for it. A ``file://`` path is read from the fetcher cont
 
 from __future__ import annotations
 
+import base64
 import copy
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
@@ -283,8 +284,12 @@ def scheduling(spec: Spec) -> dict[str, Any]:
 
 
 def render_deployment(
-    owner: Owner, spec: Spec, revision: str, options: RenderOptions, track: str = c.TRACK_STABLE
+    owner: Owner, spec: Spec, revision: str, options: RenderOptions, track: str = c.TRACK_STABLE,
+    deployment: str | None = None, replicas: int | None = None,
 ) -> dict[str, Any]:
+    """The Triton Deployment of one track. ``deployment`` (default ``<name>-<track>``) and ``replicas``
+    (default the spec's) are the plan's; the selector is fixed by the track at creation."""
+    deployment = deployment or names.deployment_name(owner.name, track)
     selector = names.selector_labels(owner.name, track)
     labels = {**names.common_labels(owner.name, spec.model.name), **selector}
     pod_labels = {**labels, c.LABEL_REVISION: revision}
@@ -321,7 +326,7 @@ def render_deployment(
         "volumes": [
             {"name": "model-repository", "emptyDir": {}},
             {"name": "model-config", "configMap": {"name": names.config_map_name(owner.name, revision)}},
-            {"name": "model-source-file", "configMap": {"name": names.model_source_name(owner.name)}},
+            {"name": "model-source-file", "secret": {"secretName": names.model_source_name(deployment)}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
             *fetch_volumes(spec),
         ],
@@ -332,10 +337,9 @@ def render_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(owner, names.deployment_name(owner.name, track), {**labels,
-                                                                           c.LABEL_REVISION: revision}),
+        "metadata": _metadata(owner, deployment, {**labels, c.LABEL_REVISION: revision}),
         "spec": {
-            "replicas": spec.desired_replicas,
+            "replicas": spec.desired_replicas if replicas is None else replicas,
             "selector": {"matchLabels": selector},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "revisionHistoryLimit": 3,
@@ -377,24 +381,37 @@ def render_service(owner: Owner, spec: Spec) -> dict[str, Any]:
     }
 
 
-def render_model_source(owner: Owner, spec: Spec) -> dict[str, Any]:
-    """ConfigMap ``<name>-model``: the model the pods fetch at start (fetch/source_file.py). Mutable and
-    not per revision: a new version changes this object, not the pod template."""
+def render_model_source(owner: Owner, spec: Spec, deployment: str | None = None) -> dict[str, Any]:
+    """Secret ``<deployment>-model``: the model the pods of ``deployment`` fetch at start
+    (fetch/source_file.py). Not part of the pod template, so a new version changes this object, not
+    the pods (they swap in place). One per Deployment, so a stable pod that restarts during a canary
+    still fetches the stable model. A Secret, not a ConfigMap: a presigned URL's signature is a
+    credential."""
     model = spec.model
+    name = names.model_source_name(deployment or names.deployment_name(owner.name))
     return {
         "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _metadata(owner, names.model_source_name(owner.name),
-                              names.common_labels(owner.name, model.name)),
-        "data": {SOURCE_FILE: render_source(model.uri, model.version, model.sha256)},
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _metadata(owner, name, names.common_labels(owner.name, model.name)),
+        "data": {SOURCE_FILE: base64.b64encode(render_source(model.uri, model.version, model.sha256).encode()).decode()},
     }
 
 
-def render_children(owner: Owner, spec: Spec, revision: str, options: RenderOptions) -> list[dict[str, Any]]:
-    """All desired children, in apply order (the ConfigMaps before the Deployment that mounts them)."""
+def render_track(owner: Owner, spec: Spec, revision: str, options: RenderOptions, track: str = c.TRACK_STABLE,
+                 deployment: str | None = None, replicas: int | None = None) -> list[dict[str, Any]]:
+    """The objects of one track (model source, config ConfigMap, Deployment), in apply order: what the
+    Deployment mounts comes first."""
+    deployment = deployment or names.deployment_name(owner.name, track)
     return [
-        render_model_source(owner, spec),
+        render_model_source(owner, spec, deployment),
         render_config_map(owner, spec, revision),
-        render_service(owner, spec),
-        render_deployment(owner, spec, revision, options),
+        render_deployment(owner, spec, revision, options, track, deployment, replicas),
     ]
+
+
+def render_children(owner: Owner, spec: Spec, revision: str, options: RenderOptions) -> list[dict[str, Any]]:
+    """All desired children of a ModelDeployment with one (stable) track: model source, config
+    ConfigMap, Service, Deployment."""
+    source, config, deployment = render_track(owner, spec, revision, options)
+    return [source, config, render_service(owner, spec), deployment]

@@ -1,0 +1,173 @@
+"""The reconcile plan: from what the spec asks and what was observed, what should exist and be done. Pure.
+
+Argo Rollouts' ``rolloutContext.reconcile`` reads the same way: observe (informer caches) -> decide
+(this module) -> render -> act -> one status write. Everything here is a function of its arguments,
+so every decision is table-tested without a cluster, and the reconciler (reconcile/modeldeployment.py)
+stays glue.
+
+A plan says:
+
+- ``tracks``: the Deployments that should serve, each with its revision (pod label), replica count
+  and the spec whose model it serves. Today one ``stable`` track; a canary adds a second.
+- ``swap``: the in-place model swap step (policy/model_swap.py) when pods of the current revision
+  must move to a new model version without restarting.
+- ``prune``: children no longer needed, found by observation (any config ConfigMap whose revision
+  no track serves and no pod runs, a Deployment no track names, the pre-Secret model source
+  ConfigMap once no old pod is left) — so a crash between two steps never leaves garbage behind.
+- ``requeue_after``: when to look again though no Kubernetes event will come (agents swapping).
+
+Worked example: spec model version 2, status says every pod of revision ``abc`` serves version 1, the
+Deployment is rolled out, the agents of pods a and b report version 1 -> one stable track
+(revision abc), swap.put == ("a",), requeue after 2 s, nothing pruned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from modeldeploy.api import constants as c
+from modeldeploy.api.spec import Spec
+from modeldeploy.policy import model_swap
+from modeldeploy.render import names
+
+#: Seconds until the next look while a swap runs (the agents' progress makes no Kubernetes event).
+SWAP_POLL_SECONDS = 2.0
+#: Seconds until the next look after a swap failure that needs a person (the agent retries with backoff).
+SWAP_STALLED_POLL_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Track:
+    """One Deployment that should serve: ``role`` is stable or canary."""
+
+    role: str
+    deployment: str
+    revision: str
+    replicas: int
+    spec: Spec
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the reconciler saw of one ModelDeployment's children (from the watch cache)."""
+
+    deployments: Mapping[str, Mapping[str, Any]]  # name -> Deployment we own
+    pods: Sequence[Mapping[str, Any]] = ()  # serving pods of this ModelDeployment
+    config_maps: Sequence[Mapping[str, Any]] = ()  # ConfigMaps we own
+    agent_reports: Sequence[model_swap.PodReport] | None = None  # asked only when a swap is due
+
+
+@dataclass(frozen=True)
+class Plan:
+    tracks: tuple[Track, ...]
+    new_pods: bool  # a new revision's pods are coming: their agent token must exist
+    swap: model_swap.Plan | None = None
+    swap_waiting: bool = False  # a swap is due but the Deployment is still rolling out
+    prune: tuple[tuple[str, str, str], ...] = ()  # (kind, name, uid)
+    requeue_after: float | None = None
+
+    @property
+    def stable(self) -> Track:
+        return next(t for t in self.tracks if t.role == c.TRACK_STABLE)
+
+
+def desired_model(spec: Spec) -> model_swap.Desired:
+    return model_swap.Desired(spec.model.uri, spec.model.version, spec.model.sha256)
+
+
+def _same_model(served: Mapping[str, Any], desired: model_swap.Desired) -> bool:
+    if served.get("version") != desired.version:
+        return False
+    if "uri" in served and served["uri"] != desired.uri:
+        return False
+    return served.get("sha256") == desired.sha256 or "uri" not in served
+
+
+def swap_due(previous: Mapping[str, Any], revision: str, spec: Spec) -> bool:
+    """True when running pods of ``revision`` must be moved to ``spec.model`` by their agents: the
+    revision did not change (no rolling update will bring new pods) but the confirmed served model
+    (``status.model``) is not the one the spec names."""
+    served = previous.get("model") or {}
+    return bool(served) and previous.get("currentRevision") == revision and not _same_model(served, desired_model(spec))
+
+
+def rolled_out(deployment: Mapping[str, Any] | None, want: int) -> bool:
+    """Every replica runs the current template and is available (no rolling update under way)."""
+    if deployment is None:
+        return False
+    status = deployment.get("status") or {}
+    generation = (deployment.get("metadata") or {}).get("generation", 0)
+    return (status.get("observedGeneration", 0) >= generation and status.get("updatedReplicas", 0) >= want
+            and status.get("availableReplicas", 0) >= want and status.get("replicas", 0) == want)
+
+
+def _labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def stale_children(md_name: str, tracks: Sequence[Track], observed: Observed, rolled: bool
+                   ) -> tuple[tuple[str, str, str], ...]:
+    """Children to delete, by observation (never by remembering what was replaced).
+
+    - a config ConfigMap whose revision no track serves and no (non-terminated) pod runs;
+    - a Deployment we own that no track names;
+    - the pre-Secret model source ConfigMap ``<name>-model`` once the stable Deployment is rolled out
+      and every pod runs a revision a track serves (no pod of the old template mounts it any more).
+
+    >>> from modeldeploy.api.spec import parse_spec
+    >>> spec = parse_spec("m", {"model": {"uri": "s3://b/m.onnx", "format": "onnx"}})
+    >>> cm = lambda name, rev: {"metadata": {"name": name, "uid": name + "-uid", "labels": {c.LABEL_REVISION: rev}}}
+    >>> obs = Observed(deployments={}, pods=[{"metadata": {"labels": {c.LABEL_REVISION: "old"}}, "status": {}}],
+    ...                config_maps=[cm("m-config-new", "new"), cm("m-config-old", "old"), cm("m-config-gone", "gone")])
+    >>> stale_children("m", [Track("stable", "m-stable", "new", 1, spec)], obs, rolled=False)
+    (('ConfigMap', 'm-config-gone', 'm-config-gone-uid'),)
+    """
+    keep = {t.revision for t in tracks}
+    running = {_labels(p).get(c.LABEL_REVISION) for p in observed.pods
+               if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")}
+    out: list[tuple[str, str, str]] = []
+    legacy = names.legacy_model_source_name(md_name)
+    for cm in observed.config_maps:
+        meta = cm.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        if labels.get(c.LABEL_COMPONENT) == c.COMPONENT_COMPRESSION:
+            continue  # compression cache records are kept for re-use
+        revision = labels.get(c.LABEL_REVISION)
+        if revision is not None:
+            if revision not in keep and revision not in running:
+                out.append(("ConfigMap", meta["name"], meta.get("uid", "")))
+        elif meta.get("name") == legacy and rolled and running <= keep:
+            out.append(("ConfigMap", meta["name"], meta.get("uid", "")))
+    wanted = {t.deployment for t in tracks}
+    for name, dep in sorted(observed.deployments.items()):
+        if name not in wanted:
+            out.append(("Deployment", name, (dep.get("metadata") or {}).get("uid", "")))
+    return tuple(sorted(out))
+
+
+def plan(md_name: str, spec: Spec, revision: str, previous: Mapping[str, Any], observed: Observed) -> Plan:
+    """What should exist and be done for ``spec`` (revision ``revision``), given the stored status and
+    what was observed. See the module docstring."""
+    stable = Track(c.TRACK_STABLE, names.deployment_name(md_name), revision, spec.desired_replicas, spec)
+    deployment = observed.deployments.get(stable.deployment)
+    rolled = rolled_out(deployment, stable.replicas)
+    swap = None
+    waiting = False
+    requeue = None
+    if swap_due(previous, revision, spec):
+        if rolled and observed.agent_reports is not None:
+            swap = model_swap.plan(desired_model(spec), observed.agent_reports)
+            if not swap.done:
+                stalled = swap.condition is not None and swap.condition[2]
+                requeue = SWAP_STALLED_POLL_SECONDS if stalled else SWAP_POLL_SECONDS
+        else:
+            waiting = True  # the Deployment's own events bring the next look
+    return Plan(
+        tracks=(stable,),
+        new_pods=previous.get("currentRevision") != revision,
+        swap=swap,
+        swap_waiting=waiting,
+        prune=stale_children(md_name, (stable,), observed, rolled),
+        requeue_after=requeue,
+    )

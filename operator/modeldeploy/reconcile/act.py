@@ -1,0 +1,109 @@
+"""Carry out a plan: ownership-checked applies, deletes of what we own, agent commands. Writes only.
+
+Two rules make this safe in a shared cluster:
+
+- **Never take over an object we did not create.** A child is applied only when it is ours (its
+  controller owner reference is this ModelDeployment's uid). The watch cache holds only objects
+  labelled as ours, so on a cache miss the object is read once (GET): absent -> created by the apply;
+  present and not ours -> nothing is written and :class:`Conflict` names it (the status says so).
+  A label alone proves nothing (anyone can set it): the uid does.
+- **Never re-apply what has not changed.** :class:`AppliedMemo` remembers, per child, the hash of
+  what we applied and the object's ``generation`` (Deployments, where status updates do not change it)
+  or ``resourceVersion`` (the others) right after. An unchanged desired object whose live copy shows
+  the same marker needs no request; a manual edit changes the marker, so drift is still taken back.
+
+Deletes carry a uid precondition: a same-named object created by someone else since is never deleted.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from modeldeploy.adapters.cache import owned_by
+from modeldeploy.render.names import short_hash
+from modeldeploy.reconcile.interfaces import ClusterView, KubeWriter
+
+
+class Conflict(Exception):
+    """A child's name is taken by an object this ModelDeployment does not own."""
+
+    def __init__(self, kind: str, namespace: str, name: str, owner: str):
+        super().__init__(f"{kind} {namespace}/{name} already exists and is not owned by this ModelDeployment "
+                         f"({owner}); rename or delete it, or rename the ModelDeployment")
+        self.kind, self.namespace, self.name = kind, namespace, name
+
+
+def _describe_owner(obj: Mapping[str, Any]) -> str:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    ctrl = next((r for r in refs if r.get("controller")), None)
+    return f"owned by {ctrl.get('kind')} {ctrl.get('name')}" if ctrl else "it has no controller owner"
+
+
+def _marker(kind: str, live: Mapping[str, Any]) -> str:
+    """What changes when someone else edits the object: a Deployment's generation (its status updates
+    do not move it), any other kind's resourceVersion."""
+    meta = live.get("metadata") or {}
+    return f"g{meta.get('generation')}" if kind == "Deployment" else f"r{meta.get('resourceVersion')}"
+
+
+class AppliedMemo:
+    """Per child: (hash of the desired object, marker of the live object right after our apply)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str, str], tuple[str, str | None]] = {}
+
+    def unchanged(self, desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
+        if live is None:
+            return False
+        key = _key(desired)
+        with self._lock:
+            seen = self._seen.get(key)
+        return seen is not None and seen == (short_hash(desired, 16), _marker(key[0], live))
+
+    def record(self, desired: Mapping[str, Any], live: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._seen[_key(desired)] = (short_hash(desired, 16), _marker(desired["kind"], live))
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        with self._lock:
+            self._seen.pop((kind, namespace, name), None)
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    meta = obj["metadata"]
+    return obj["kind"], meta["namespace"], meta["name"]
+
+
+@dataclass
+class Actor:
+    """Applies desired children of one ModelDeployment (uid ``owner_uid``) through ``kube``."""
+
+    view: ClusterView
+    kube: KubeWriter
+    memo: AppliedMemo
+    owner_uid: str
+
+    def ensure(self, desired: Mapping[str, Any]) -> dict[str, Any]:
+        """Make ``desired`` true in the cluster; returns the live object. Raises Conflict or KubeError."""
+        kind, namespace, name = _key(desired)
+        live = self.view.get(kind, namespace, name)
+        if live is not None and not owned_by(live, self.owner_uid):
+            live = self.kube.get(kind, namespace, name)  # the cache may be behind a delete + recreate
+        if live is None:
+            live = self.kube.get(kind, namespace, name)
+        if live is not None and not owned_by(live, self.owner_uid):
+            raise Conflict(kind, namespace, name, _describe_owner(live))
+        if live is not None and self.memo.unchanged(desired, live):
+            return live
+        applied = self.kube.apply(desired)
+        self.view.store(kind, applied)
+        self.memo.record(desired, applied)
+        return applied
+
+    def delete(self, kind: str, namespace: str, name: str, uid: str) -> None:
+        self.kube.delete(kind, namespace, name, uid=uid or None)
+        self.view.delete(kind, namespace, name)
+        self.memo.forget(kind, namespace, name)

@@ -1,0 +1,77 @@
+"""Observe one ModelDeployment's world: its children from the watch cache, its agents when a swap is due.
+
+Reads only. The Kubernetes objects come from the informer cache (no API request); a child counts as
+ours only when its controller owner reference carries this ModelDeployment's uid (labels can be
+forged). Serving pods are those labelled with this ModelDeployment's instance and the predictor
+component (pods are owned by ReplicaSets, so the label and the owner annotation are what ties them
+to us; a same-namespace writer who forges them is outside the threat model, see docs/security.md).
+
+The model agents are asked (HTTP GET, no Kubernetes request) only when the plan will need their
+answers: pods of the current revision must move to a new model version and the rollout is finished.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from modeldeploy.adapters.agent import AgentError, endpoint
+from modeldeploy.adapters.cache import owned_by
+from modeldeploy.api import constants as c
+from modeldeploy.api.spec import Spec
+from modeldeploy.policy import model_swap, plan as planning
+from modeldeploy.reconcile.interfaces import Agents, ClusterView
+from modeldeploy.render import names
+
+
+def _ready(pod: Mapping[str, Any]) -> bool:
+    meta = pod.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return False
+    return any(cond.get("type") == "Ready" and cond.get("status") == "True"
+               for cond in (pod.get("status") or {}).get("conditions") or [])
+
+
+def serving_pods(view: ClusterView, namespace: str, md_name: str) -> list[dict[str, Any]]:
+    instance = names.fit(md_name)
+    return [p for p in view.owned("Pod", namespace, md_name)
+            if ((p.get("metadata") or {}).get("labels") or {}).get(c.LABEL_INSTANCE) == instance
+            and ((p.get("metadata") or {}).get("labels") or {}).get(c.LABEL_COMPONENT) == c.COMPONENT_PREDICTOR]
+
+
+def children(view: ClusterView, namespace: str, md_name: str, uid: str) -> planning.Observed:
+    """The Deployments, ConfigMaps and serving pods of one ModelDeployment, as cached."""
+    deployments = {d["metadata"]["name"]: d for d in view.owned("Deployment", namespace, md_name) if owned_by(d, uid)}
+    config_maps = [cm for cm in view.owned("ConfigMap", namespace, md_name) if owned_by(cm, uid)]
+    return planning.Observed(deployments=deployments, pods=serving_pods(view, namespace, md_name),
+                             config_maps=config_maps)
+
+
+def agent_reports(agents: Agents, pods: list[Mapping[str, Any]], revision: str) -> list[model_swap.PodReport]:
+    """What each ready pod of ``revision`` says it serves (its agent's GET /v1/model)."""
+    reports = []
+    for pod in pods:
+        if ((pod.get("metadata") or {}).get("labels") or {}).get(c.LABEL_REVISION) != revision or not _ready(pod):
+            continue
+        name = pod["metadata"]["name"]
+        url = endpoint(pod)
+        if url is None:
+            reports.append(model_swap.PodReport(name, None, "no pod address"))
+            continue
+        try:
+            reports.append(model_swap.PodReport(name, agents.get(url)))
+        except AgentError as err:
+            reports.append(model_swap.PodReport(name, None, str(err)))
+    return reports
+
+
+def observe(view: ClusterView, agents: Agents | None, namespace: str, md_name: str, uid: str, spec: Spec,
+            revision: str, previous: Mapping[str, Any]) -> planning.Observed:
+    """Everything :func:`modeldeploy.policy.plan.plan` needs; agents asked only when a swap is due."""
+    observed = children(view, namespace, md_name, uid)
+    if agents is None or not planning.swap_due(previous, revision, spec):
+        return observed
+    deployment = observed.deployments.get(names.deployment_name(md_name))
+    if not planning.rolled_out(deployment, spec.desired_replicas):
+        return observed
+    return planning.Observed(deployments=observed.deployments, pods=observed.pods, config_maps=observed.config_maps,
+                             agent_reports=agent_reports(agents, list(observed.pods), revision))

@@ -45,7 +45,7 @@ def register(subparsers) -> None:
                    help="network connect/read timeout of a fetch in seconds (default: %(default)s)")
     p.add_argument("--source-file", metavar="PATH",
                    help="JSON {uri, version, sha256} of the model the init container fetched; replaces "
-                        "--uri/--version/--sha256 (the operator mounts it from the ConfigMap <name>-model)")
+                        "--uri/--version/--sha256 (the operator mounts it from the Secret <deployment>-model)")
     p.add_argument("--pvc-mount", metavar="PATH", help="where the claim of a pvc:// URI is mounted")
     add_termination_log_argument(p)
     p.add_argument("--verbose", "-v", action="store_true")

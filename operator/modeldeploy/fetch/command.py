@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--version", type=int, default=1, help="Triton model version (the folder under the model)")
     p.add_argument("--source-file", metavar="PATH",
                    help="JSON {uri, version, sha256} that replaces --uri/--version/--sha256 (what the operator "
-                        "mounts from the ConfigMap <name>-model)")
+                        "mounts from the Secret <deployment>-model)")
     p.add_argument("--sha256", type=str.lower, help="expected SHA-256 of the model file (hex)")
     p.add_argument("--repository", default=MODEL_REPOSITORY, help="model repository folder (default: %(default)s)")
     add_termination_log_argument(p)

@@ -1,8 +1,9 @@
 """The model source as a file: what the serving pod fetches, kept out of the pod template.
 
 Why: a version change must not change the Deployment's pod template, or every version bump would
-restart every pod. The operator writes ``{"uri", "version", "sha256"}`` into the ConfigMap
-``<name>-model`` (``source.json``), mounted into the pod; the ``fetch-model`` init container reads it
+restart every pod. The operator writes ``{"uri", "version", "sha256"}`` into the Secret
+``<deployment>-model`` (``source.json``; a Secret because a presigned URL is a credential), mounted into
+the pod; the ``fetch-model`` init container reads it
 at pod start (so a new or restarted pod fetches the current model) and the model agent reads it as
 the origin of what the init container fetched. Running pods get a new version through the agent
 (in-place swap), not through this file.

@@ -2,7 +2,7 @@
 
 Why: a new model version should not restart pods (Triton loads it next to the old one, then drops the
 old; see modeldeploy/agent/). The pod template therefore does not carry the model (the source is in
-the ConfigMap ``<name>-model``), and the operator moves running pods to the desired model through each
+the Secret ``<deployment>-model``), and the operator moves running pods to the desired model through each
 pod's model agent. This module decides, from every pod's agent report, what to do next:
 
 - a pod whose agent serves the desired model: done;

@@ -43,7 +43,7 @@ def revision_of(spec: Spec, triton_image: str, fetcher_image: str = "") -> str:
     filled by ``parse_spec`` give the same revision. Both images the pod runs are part of it.
     """
     relevant: dict[str, Any] = {k: asdict(getattr(spec, k)) for k in ("serving", "resources", "placement")}
-    # The model's location and version are not in the pod template (the ConfigMap <name>-model is;
+    # The model's location and version are not in the pod template (the Secret <deployment>-model is;
     # running pods swap versions in place), except what shapes the pod: its name and format, the
     # credentials Secret, and the claim a pvc:// model mounts.
     model = spec.model

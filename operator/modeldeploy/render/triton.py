@@ -42,7 +42,7 @@ FETCHER_UID = 10001
 #: Where a gs:// credentials Secret is mounted in the fetcher; the key ``gcs.json`` is the service account file.
 GCS_CREDENTIALS_DIR = "/var/run/secrets/modeldeploy/gcs"
 GCS_CREDENTIALS_KEY = "gcs.json"
-#: Where the model source file (ConfigMap <name>-model) is mounted in the fetcher and the agent.
+#: Where the model source file (Secret <deployment>-model) is mounted in the fetcher and the agent.
 MODEL_SOURCE_DIR = "/etc/modeldeploy/model"
 AGENT_PORT = 8009
 #: The agent's token (Secret <name>-agent-token, key ``token``; the operator creates it).

@@ -43,6 +43,8 @@ NAMESPACED_RULES = {
     ("batch", "jobs", "watch"),
     ("", "pods", "list"),
     ("", "pods", "watch"),
+    *{("gateway.networking.k8s.io", "httproutes", verb)
+      for verb in ("get", "list", "watch", "create", "patch", "delete")},
     ("", "events", "create"),
 }
 # Cluster-scoped, needed in every mode: Kopf's run-time CRD observation.

@@ -90,6 +90,11 @@ Widening any of these fails tests/unit/test_chart.py on purpose.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
+# The HTTPRoute of a canary with Gateway API routing (spec.rollout.canary.trafficRouting), applied like
+# the other children and watched (label managed-by=modeldeploy) for drift.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # core v1 Events about ModelDeployments (phase transitions), posted by the operator's workers.
 - apiGroups: [""]
   resources: ["events"]

@@ -24,6 +24,8 @@ from modeldeploy.api import constants as c
 from modeldeploy import __version__
 
 USER_AGENT = f"modeldeploy-operator/{__version__}"
+#: Custom resources the operator writes: kind -> (group, version, plural).
+CUSTOM_KINDS = {"HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes")}
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 
@@ -69,7 +71,10 @@ class Kube:
         return json.loads(resp.data) if resp.data else None
 
     def _fns(self, kind: str) -> tuple[Any, Any, Any, Any]:
-        """(create, patch, read, delete) of the typed client for ``kind``."""
+        """(create, patch, read, delete) of the typed client for ``kind``, with the typed clients'
+        argument order (custom resources such as HTTPRoute are adapted to it)."""
+        if kind in CUSTOM_KINDS:
+            return self._custom_fns(*CUSTOM_KINDS[kind])
         core, apps, batch = self.core, self.apps, self.batch
         return {
             "ConfigMap": (core.create_namespaced_config_map, core.patch_namespaced_config_map,
@@ -83,6 +88,19 @@ class Kube:
             "Job": (batch.create_namespaced_job, batch.patch_namespaced_job,
                     batch.read_namespaced_job, batch.delete_namespaced_job),
         }[kind]
+
+    def _custom_fns(self, group: str, version: str, plural: str) -> tuple[Any, Any, Any, Any]:
+        custom = self.custom
+        return (
+            lambda namespace, body, **kw: custom.create_namespaced_custom_object(group, version, namespace, plural,
+                                                                                 body, **kw),
+            lambda name, namespace, body, **kw: custom.patch_namespaced_custom_object(group, version, namespace,
+                                                                                      plural, name, body, **kw),
+            lambda name, namespace, **kw: custom.get_namespaced_custom_object(group, version, namespace, plural,
+                                                                             name, **kw),
+            lambda name, namespace, body=None, **kw: custom.delete_namespaced_custom_object(
+                group, version, namespace, plural, name, body=body, **kw),
+        )
 
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply ``obj``; returns the object as stored (with status, for a Deployment)."""
@@ -240,6 +258,20 @@ class Kube:
             else:
                 out = self._call("list", c.KIND, self.custom.list_cluster_custom_object, c.GROUP, c.VERSION,
                                  c.PLURAL, label_selector=label_selector)
+            return out.get("items", [])
+        if kind in CUSTOM_KINDS:
+            group, version, plural = CUSTOM_KINDS[kind]
+            try:
+                if namespace:
+                    out = self._call("list", f"{kind}s in {namespace}", self.custom.list_namespaced_custom_object,
+                                     group, version, namespace, plural, label_selector=label_selector)
+                else:
+                    out = self._call("list", f"{kind}s", self.custom.list_cluster_custom_object, group, version,
+                                     plural, label_selector=label_selector)
+            except KubeError as err:
+                if err.status == 404:  # the Gateway API CRDs are not installed: nothing to cache
+                    return []
+                raise
             return out.get("items", [])
         api = {"Deployment": (self.apps, "deployment"), "Pod": (self.core, "pod"), "Job": (self.batch, "job"),
                "ConfigMap": (self.core, "config_map"), "Service": (self.core, "service")}[kind]

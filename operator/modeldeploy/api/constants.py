@@ -27,6 +27,13 @@ ANNOTATION_OWNER = "modeldeploy.io/modeldeployment"
 MANAGED_BY = "modeldeploy"
 COMPONENT_PREDICTOR = "predictor"
 TRACK_STABLE = "stable"
+TRACK_CANARY = "canary"
+# Which role a Service plays in a canary (Gateway API routing): stable or canary backend.
+LABEL_ROLE = "modeldeploy.io/role"
+# Selector label of the Deployments made for one revision (canary rollouts): the revision they were
+# created for, fixed for their life (a Deployment's selector is immutable), unlike the pods' revision
+# label, which follows the template.
+LABEL_POD_SET = "modeldeploy.io/pod-set"
 
 # GPU conventions of the NVIDIA device plugin and GPU feature discovery.
 GPU_RESOURCE = "nvidia.com/gpu"

@@ -50,7 +50,8 @@ MANAGED = {c.LABEL_MANAGED_BY: c.MANAGED_BY}
 #: Kinds watched besides ModelDeployments (label-filtered), as (Kopf group, version, plural, cache kind).
 CHILD_KINDS = (("apps", "v1", "deployments", "Deployment"), ("", "v1", "pods", "Pod"),
                ("batch", "v1", "jobs", "Job"), ("", "v1", "configmaps", "ConfigMap"),
-               ("", "v1", "services", "Service"))
+               ("", "v1", "services", "Service"),
+               ("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute"))
 
 Key = tuple[str, str]
 
@@ -235,6 +236,12 @@ def on_deployment(body: kopf.Body, type: str | None, namespace: str, **_: Any) -
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 def on_service(body: kopf.Body, type: str | None, namespace: str, **_: Any) -> None:
     _child_event("Service", body, type, namespace)
+
+
+@kopf.on.event("gateway.networking.k8s.io", "v1", "httproutes", labels=MANAGED)
+def on_http_route(body: kopf.Body, type: str | None, namespace: str, **_: Any) -> None:
+    """HTTPRoutes of canaries with Gateway API routing (watched once the Gateway API CRDs exist)."""
+    _child_event("HTTPRoute", body, type, namespace)
 
 
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED)

@@ -64,6 +64,16 @@ def service_name(md_name: str) -> str:
     return fit(md_name)
 
 
+def role_service_name(md_name: str, role: str) -> str:
+    """Service of one role (stable/canary) of a canary with Gateway API routing."""
+    return fit(f"{md_name}-{role}")
+
+
+def revision_deployment_name(md_name: str, revision: str) -> str:
+    """Deployment made for one revision during canary rollouts (promoted by moving traffic, not pods)."""
+    return fit(f"{md_name}-{revision}", 253 - 17)
+
+
 def agent_token_name(md_name: str) -> str:
     """Secret holding the token the operator presents to the pods' model agents."""
     return fit(f"{md_name}-agent-token", 253)
@@ -84,8 +94,11 @@ def config_map_name(md_name: str, revision: str) -> str:
     return fit(f"{md_name}-config-{revision}", 253)
 
 
-def selector_labels(md_name: str, track: str = c.TRACK_STABLE) -> dict[str, str]:
-    """Labels the Deployment selects its pods by (immutable once created)."""
+def selector_labels(md_name: str, track: str = c.TRACK_STABLE, pod_set: str | None = None) -> dict[str, str]:
+    """Labels a Deployment selects its pods by (immutable once created): by track for ``<name>-stable``,
+    by pod set (the revision it was made for) for the per-revision Deployments of canary rollouts."""
+    if pod_set is not None:
+        return {c.LABEL_INSTANCE: fit(md_name), c.LABEL_COMPONENT: c.COMPONENT_PREDICTOR, c.LABEL_POD_SET: pod_set}
     return {
         c.LABEL_INSTANCE: fit(md_name),
         c.LABEL_COMPONENT: c.COMPONENT_PREDICTOR,

@@ -285,12 +285,13 @@ def scheduling(spec: Spec) -> dict[str, Any]:
 
 def render_deployment(
     owner: Owner, spec: Spec, revision: str, options: RenderOptions, track: str = c.TRACK_STABLE,
-    deployment: str | None = None, replicas: int | None = None,
+    deployment: str | None = None, replicas: int | None = None, pod_set: str | None = None,
 ) -> dict[str, Any]:
     """The Triton Deployment of one track. ``deployment`` (default ``<name>-<track>``) and ``replicas``
-    (default the spec's) are the plan's; the selector is fixed by the track at creation."""
+    (default the spec's) are the plan's. The selector is fixed at creation: by track for ``<name>-stable``,
+    by ``pod_set`` (the revision it was made for) for the per-revision Deployments of canary rollouts."""
     deployment = deployment or names.deployment_name(owner.name, track)
-    selector = names.selector_labels(owner.name, track)
+    selector = names.selector_labels(owner.name, track, pod_set)
     labels = {**names.common_labels(owner.name, spec.model.name), **selector}
     pod_labels = {**labels, c.LABEL_REVISION: revision}
     model_dir = f"{c.MODEL_REPOSITORY}/{spec.model.name}"
@@ -399,14 +400,15 @@ def render_model_source(owner: Owner, spec: Spec, deployment: str | None = None)
 
 
 def render_track(owner: Owner, spec: Spec, revision: str, options: RenderOptions, track: str = c.TRACK_STABLE,
-                 deployment: str | None = None, replicas: int | None = None) -> list[dict[str, Any]]:
+                 deployment: str | None = None, replicas: int | None = None,
+                 pod_set: str | None = None) -> list[dict[str, Any]]:
     """The objects of one track (model source, config ConfigMap, Deployment), in apply order: what the
     Deployment mounts comes first."""
     deployment = deployment or names.deployment_name(owner.name, track)
     return [
         render_model_source(owner, spec, deployment),
         render_config_map(owner, spec, revision),
-        render_deployment(owner, spec, revision, options, track, deployment, replicas),
+        render_deployment(owner, spec, revision, options, track, deployment, replicas, pod_set),
     ]
 
 

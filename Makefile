@@ -7,8 +7,10 @@ export PYTHONPATH := $(CURDIR)/operator
 
 .PHONY: demo test unit down setup system-deps control-plane bench
 
-# Debian packages: the venv module, libpython3.11.so.1.0 that Triton's python backend stub links, and
-# prometheus (the sandbox runs /usr/bin/prometheus itself; the package's systemd unit is not used).
+# Debian packages: the venv module, libpython3.11.so.1.0 that Triton's python backend stub links,
+# prometheus (the sandbox runs /usr/bin/prometheus itself; the package's systemd unit is not used; promtool,
+# in the same package, unit-tests the alert rules) and prometheus-alertmanager (0.25; the sandbox and the
+# alerting tests run /usr/bin/prometheus-alertmanager themselves; amtool checks its config).
 system-deps:
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { echo "[setup] apt-get install python3-venv"; \
 		apt-get update -q && apt-get install -y -q python3-venv; }
@@ -16,6 +18,8 @@ system-deps:
 		apt-get update -q && apt-get install -y -q libpython3.11; }
 	@command -v prometheus >/dev/null || { echo "[setup] apt-get install prometheus"; \
 		apt-get update -q && apt-get install -y -q --no-install-recommends prometheus; }
+	@command -v prometheus-alertmanager >/dev/null || { echo "[setup] apt-get install prometheus-alertmanager"; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends prometheus-alertmanager; }
 
 $(VENV)/.installed: pyproject.toml
 	@echo "[setup] python virtualenv in $(VENV) with modeldeploy and its test dependencies"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from modeldeploy import __version__
@@ -20,6 +21,12 @@ def _run_operator(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # Kopf logs every event handler's success at INFO: one line per watch event
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    if args.metrics_address:
+        from modeldeploy import metrics
+
+        server, _ = metrics.serve(args.metrics_address)
+        host, port = server.server_address[:2]
+        logging.getLogger("modeldeploy.metrics").info("operator metrics on http://%s:%s/metrics", host, port)
     kopf.run(
         standalone=True,  # one replica with a Recreate strategy; no peering objects needed
         clusterwide=not args.namespace,
@@ -44,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--namespace", "-n", action="append",
                     help="watch only this namespace (repeatable); default: all namespaces")
     op.add_argument("--liveness", default="", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    op.add_argument("--metrics-address", default=os.environ.get("MODELDEPLOY_METRICS_ADDRESS", ""),
+                    help="serve the operator's Prometheus metrics on HOST:PORT, e.g. 0.0.0.0:8081 "
+                         "(default: $MODELDEPLOY_METRICS_ADDRESS; empty: not served)")
     op.add_argument("--verbose", "-v", action="store_true")
     op.set_defaults(func=_run_operator)
 

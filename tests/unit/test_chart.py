@@ -118,13 +118,16 @@ def test_default_render_one_recreate_operator_with_its_service_account(helm):
     assert sa["metadata"]["namespace"] == NAMESPACE
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/modeldeploy/modeldeploy:0.1.0"  # tag defaults to appVersion
-    assert container["args"] == ["operator", "--liveness", "http://0.0.0.0:8080/healthz"]
+    assert container["args"] == ["operator", "--liveness", "http://0.0.0.0:8080/healthz",
+                                 "--metrics-address", "0.0.0.0:8081"]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env == {"MODELDEPLOY_TRITON_IMAGE": "nvcr.io/nvidia/tritonserver:25.10-py3",
                    "MODELDEPLOY_FETCHER_IMAGE": "ghcr.io/modeldeploy/modeldeploy:0.1.0",
                    "MODELDEPLOY_PROGRESS_DEADLINE_SECONDS": "600", "MODELDEPLOY_WORKERS": "8"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {"name": "healthz", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    assert {"name": "metrics", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    assert {d["kind"] for d in docs} >= {"Deployment"} and not {"Service", "ServiceMonitor"} & {d["kind"] for d in docs}
 
 
 def test_pod_meets_restricted_pod_security(helm):
@@ -174,7 +177,7 @@ def test_namespaced_mode_renders_a_role_per_namespace_and_a_read_only_cluster_ro
     (cluster_binding,) = of_kind(docs, "ClusterRoleBinding")
     assert cluster_binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
     args = the_deployment(docs)["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[3:] == ["--namespace", "team-a", "--namespace", "team-b"]
+    assert args[5:] == ["--namespace", "team-a", "--namespace", "team-b"]
 
 
 def test_values_reach_the_pod(helm):
@@ -200,6 +203,28 @@ def test_values_reach_the_pod(helm):
     assert of_kind(docs, "ServiceAccount")[0]["metadata"]["name"] == "op"
 
 
+def test_operator_metrics_endpoint_and_service_monitor(helm):
+    """docs/monitoring.md: the operator serves /metrics on a named port; the ServiceMonitor scrapes it with
+    honorLabels, which keeps the ModelDeployment's namespace label the alert rules join on."""
+    docs = render(helm, "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.port=9100",
+                  "--set", "metrics.serviceMonitor.labels.release=kps")
+    container = the_deployment(docs)["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][3:5] == ["--metrics-address", "0.0.0.0:9100"]
+    (service,) = of_kind(docs, "Service")
+    (monitor,) = of_kind(docs, "ServiceMonitor")
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9100, "targetPort": "metrics", "protocol": "TCP"}]
+    assert service["spec"]["selector"] == the_deployment(docs)["spec"]["selector"]["matchLabels"]
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s",
+                                             "honorLabels": True}]
+    off = the_deployment(render(helm, "--set", "metrics.port=0", "--set", "metrics.serviceMonitor.enabled=true"))
+    container = off["spec"]["template"]["spec"]["containers"][0]
+    assert "--metrics-address" not in container["args"]
+    assert [p["name"] for p in container["ports"]] == ["healthz"]
+
+
 def test_rbac_and_service_account_can_be_left_out(helm):
     docs = render(helm, "--set", "rbac.create=false", "--set", "serviceAccount.create=false",
                   "--set", "serviceAccount.name=existing")
@@ -216,6 +241,9 @@ def test_rbac_and_service_account_can_be_left_out(helm):
     (["--set", "logLevel=trace"], "'/logLevel'"),
     (["--set", "watchNamespaces={Team_A}"], "'/watchNamespaces/0'"),
     (["--set", "serviceAccount.create=false"], "serviceAccount.name is required"),
+    (["--set", "metrics.port=70000"], "'/metrics/port'"),
+    (["--set", "prometheusRule.enable=true"], "additional properties 'enable' not allowed"),
+    (["--set", "grafanaDashboard.namespace=Mon_itoring"], "'/grafanaDashboard/namespace'"),
 ])
 def test_invalid_values_fail_to_render(helm, bad, why):
     proc = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *bad)

@@ -83,12 +83,3 @@ def test_missing_cloud_library_fails_the_fetch_and_leaves_nothing(monkeypatch, t
     with pytest.raises(MissingDependency):
         fetch_model(FetchRequest(uri, "onnx", "m", 1, tmp_path), out=open("/dev/null", "w"))
     assert [p.name for p in (tmp_path / "m").iterdir()] == []
-
-
-def test_what_the_renderer_imports_from_fetch_does_no_io():
-    """render/ imports fetch.uri and fetch.errors; they must stay as pure as render/ itself."""
-    from tests.unit.test_layering import IO_MODULES, PKG, violations
-
-    pure = [PKG / "fetch" / "uri.py", PKG / "fetch" / "errors.py", PKG / "fetch" / "__init__.py"]
-    assert violations(pure, IO_MODULES + ("urllib.request", "http", "modeldeploy.fetch.sources",
-                                          "modeldeploy.fetch.layout", "boto3", "google")) == []

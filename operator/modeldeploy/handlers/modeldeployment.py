@@ -31,6 +31,7 @@ from typing import Any
 import kopf
 from kubernetes import config as kube_config
 
+from modeldeploy import metrics
 from modeldeploy.adapters.agent import AgentClient
 from modeldeploy.adapters.cache import ObjectCache, owner_name
 from modeldeploy.adapters.kube import Kube
@@ -147,18 +148,24 @@ class Operator:
 
     def process(self, key: Key) -> Result:
         namespace, name = key
-        result = self.reconciler.reconcile(namespace, name)
+        with metrics.reconciling() as timer:
+            result = self.reconciler.reconcile(namespace, name)
+            if result.retry:
+                timer.outcome = "retry"
         if result.gone:
             self.queue.forget(key)
             self.failures.pop(key, None)
+            metrics.forget(namespace, name)
             return result
+        body = self.cache.get(c.KIND, namespace, name) or {}
+        metrics.observe(namespace, name, result.status, body.get("spec"))
         if result.compression_job:
             self.waiting[(namespace, result.compression_job)].add(name)
         if result.event:
             kind, reason, message = result.event
-            body = self.cache.get(c.KIND, namespace, name) or {"metadata": {"name": name, "namespace": namespace}}
-            self.kube.post_event({"apiVersion": c.API_VERSION, "kind": c.KIND, **body}, kind, reason, message,
-                                 format_time(_now()))
+            regarding = {"apiVersion": c.API_VERSION, "kind": c.KIND,
+                         "metadata": body.get("metadata") or {"name": name, "namespace": namespace}}
+            self.kube.post_event(regarding, kind, reason, message, format_time(_now()))
         log.debug("reconciled %s/%s: phase %s, status written: %s", namespace, name,
                   (result.status or {}).get("phase"), result.written)
         if result.retry:

@@ -117,3 +117,24 @@ def test_same_version_new_files_restarts_the_pods():
     result = cluster.reconciler.reconcile("ns", "m")
     assert agents.puts == [] and [s for s in cluster.kube.ops("stamp") if c.ANNOTATION_MODEL_FILES in s[1]]
     assert result.status["phase"] == c.PHASE_PROGRESSING
+
+
+def test_pods_that_cannot_fetch_the_old_model_are_replaced_when_the_model_changes():
+    """No agent runs in a pod stuck in its fetch init container: a model fix restarts those pods."""
+    agents = FakeAgents({})
+    cluster = Cluster(agents=agents, ready=False)
+    first = cluster.reconcile(md({**V1, "uri": "s3://b/typo/model.onnx"}))
+    cluster.watch("Pod", {"metadata": {"name": "a", "namespace": "ns", "annotations": {c.ANNOTATION_OWNER: "m"},
+                                       "labels": {c.LABEL_INSTANCE: "m", c.LABEL_COMPONENT: c.COMPONENT_PREDICTOR,
+                                                  c.LABEL_REVISION: first.status["currentRevision"]}},
+                          "status": {"phase": "Pending", "initContainerStatuses": [{"name": "fetch-model", "state": {
+                              "waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {
+                                  "exitCode": 1, "message": "SourceError: 404 Not Found"}}}]}})
+    stored = cluster.md()
+    stored["status"]["model"] = {"name": "m", "version": 1, "uri": "s3://b/typo/model.onnx"}
+    cluster.sync()
+    cluster.reconciler.reconcile("ns", "m")
+    assert not cluster.kube.ops("stamp")  # the same (broken) model: restarting would not help
+    change_model(cluster, V1)  # the URI fixed
+    cluster.reconciler.reconcile("ns", "m")
+    assert [s for s in cluster.kube.ops("stamp") if c.ANNOTATION_MODEL_FILES in s[1]] and agents.gets == 0

@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 from modeldeploy.api import constants as c
 from modeldeploy.api.spec import Spec
 from modeldeploy.policy import model_swap
+from modeldeploy.policy.pods import diagnose_pods
 from modeldeploy.render import names
 
 #: Seconds until the next look while a swap runs (the agents' progress makes no Kubernetes event).
@@ -64,6 +65,7 @@ class Plan:
     new_pods: bool  # a new revision's pods are coming: their agent token must exist
     swap: model_swap.Plan | None = None
     swap_waiting: bool = False  # a swap is due but the Deployment is still rolling out
+    restart: bool = False  # stamp the pod template: new pods must fetch the current model source
     prune: tuple[tuple[str, str, str], ...] = ()  # (kind, name, uid)
     requeue_after: float | None = None
 
@@ -100,6 +102,13 @@ def rolled_out(deployment: Mapping[str, Any] | None, want: int) -> bool:
     generation = (deployment.get("metadata") or {}).get("generation", 0)
     return (status.get("observedGeneration", 0) >= generation and status.get("updatedReplicas", 0) >= want
             and status.get("availableReplicas", 0) >= want and status.get("replicas", 0) == want)
+
+
+def fetch_failing(pods: Sequence[Mapping[str, Any]], revision: str) -> bool:
+    """True when a pod of ``revision`` cannot fetch its model (its init container fails)."""
+    mine = [p for p in pods if _labels(p).get(c.LABEL_REVISION) == revision]
+    problem = diagnose_pods(mine)
+    return problem is not None and problem[0] == c.REASON_FETCH_FAILED
 
 
 def _labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
@@ -153,21 +162,26 @@ def plan(md_name: str, spec: Spec, revision: str, previous: Mapping[str, Any], o
     deployment = observed.deployments.get(stable.deployment)
     rolled = rolled_out(deployment, stable.replicas)
     swap = None
-    waiting = False
+    waiting = restart = False
     requeue = None
     if swap_due(previous, revision, spec):
         if rolled and observed.agent_reports is not None:
             swap = model_swap.plan(desired_model(spec), observed.agent_reports)
+            restart = swap.restart
             if not swap.done:
                 stalled = swap.condition is not None and swap.condition[2]
                 requeue = SWAP_STALLED_POLL_SECONDS if stalled else SWAP_POLL_SECONDS
         else:
             waiting = True  # the Deployment's own events bring the next look
+            # Pods that never got the old model (its fetch fails) have no agent to swap: replace them, so
+            # they fetch the model the spec names now instead of retrying the old one with back-off.
+            restart = fetch_failing(observed.pods, revision)
     return Plan(
         tracks=(stable,),
         new_pods=previous.get("currentRevision") != revision,
         swap=swap,
         swap_waiting=waiting,
+        restart=restart,
         prune=stale_children(md_name, (stable,), observed, rolled),
         requeue_after=requeue,
     )

@@ -172,6 +172,9 @@ class Reconciler:
         actor.ensure(render_service(owner, spec))
         if plan.swap is not None:
             self._swap(owner, spec, plan.swap, observed)
+        if plan.restart:  # like `kubectl rollout restart`; the same model again is a no-op
+            self.kube.stamp_pod_template(owner.namespace, plan.stable.deployment, c.ANNOTATION_MODEL_FILES,
+                                         names.short_hash(planning.desired_model(spec).files_key()))
         for kind, name, uid in plan.prune:
             actor.delete(kind, owner.namespace, name, uid)
         return stable
@@ -228,9 +231,6 @@ class Reconciler:
                     self.agents.put(url, desired.body(), token)  # type: ignore[union-attr]
                 except AgentError:
                     pass  # the next round asks again and reports what the agent says
-        if swap.restart:
-            self.kube.stamp_pod_template(owner.namespace, names.deployment_name(owner.name), c.ANNOTATION_MODEL_FILES,
-                                         names.short_hash(desired.files_key()))
 
 
 def _swap_status(plan: planning.Plan, spec, previous: Mapping[str, Any]

@@ -93,12 +93,13 @@ def run_fetch(uri: str, env: dict[str, str], repository: Path, *extra: str, time
 
 
 class CuttingProxy:
-    """A TCP forwarder to ``upstream`` that closes the first ``cuts`` connections once ``after`` bytes of the
+    """A TCP forwarder to ``upstream`` that breaks the next ``cuts`` connections once ``after`` bytes of the
     server's answer went through: a connection that breaks mid-download, between a real client and a real
-    server. ``cut`` counts the connections it broke."""
+    server. ``cut`` counts the connections it broke; raise ``cuts`` to arm it again."""
 
     def __init__(self, upstream: tuple[str, int], after: int, cuts: int = 1):
         self.upstream, self.after, self.cuts = upstream, after, cuts
+        self.armed = 0  # connections given a byte limit so far
         self.cut = 0
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -113,14 +114,12 @@ class CuttingProxy:
                 return
             server = socket.create_connection(self.upstream)
             with self._lock:
-                limit = self.after if self.cut < self.cuts else None
-                if limit is not None:
-                    self.cut += 1
+                limit = self.after if self.armed < self.cuts else None
+                self.armed += limit is not None
             threading.Thread(target=self._pump, args=(client, server, None), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, limit), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket, limit: int | None) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, limit: int | None) -> None:
         sent = 0
         try:
             while True:
@@ -129,6 +128,8 @@ class CuttingProxy:
                     break
                 if limit is not None and sent + len(data) >= limit:
                     dst.sendall(data[: max(limit - sent, 0)])
+                    with self._lock:
+                        self.cut += 1
                     break
                 dst.sendall(data)
                 sent += len(data)

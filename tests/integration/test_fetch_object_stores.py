@@ -131,6 +131,30 @@ def test_s3_download_resumes_after_a_broken_connection(s3_store, tmp_path):
 
 # --- GCS (fake-gcs-server + the sandbox's token endpoint) --------------------------------------------
 
+def test_gs_download_resumes_after_a_broken_connection(token_endpoint, tmp_path):
+    """google-cloud-storage retries a broken download with a Range request from the last byte it wrote to
+    the fetcher's hashing file: the bytes must come out whole. Clients download from an object's
+    ``mediaLink``, so this emulator advertises the proxy there."""
+    from modeldeploy.sandbox.objectstores import FakeGCS, free_port
+
+    port = free_port("127.0.0.1")
+    proxy = CuttingProxy(("127.0.0.1", port), after=5 << 20, cuts=0)
+    try:
+        with FakeGCS(tmp_path / "gcs", port=port, external_url=f"http://127.0.0.1:{proxy.port}") as store:
+            sha = generated(tmp_path / "object", 24 << 20)
+            bucket = store.client().create_bucket("models")
+            bucket.blob("resume/model.onnx").upload_from_filename(str(tmp_path / "object"))
+            proxy.cuts = proxy.armed + 2  # the next two connections: the download and its first retry
+            env = gcs_env(store, tmp_path / "gcs.json", token_endpoint.service_account_key())
+            run = run_fetch("gs://models/resume/model.onnx", env, tmp_path / "repo", "--sha256", sha)
+    finally:
+        proxy.close()
+    assert run.returncode == 0, run.stderr
+    assert proxy.cut == 2
+    assert sha256_of(tmp_path / "repo/model/1/model.onnx") == sha
+
+
+
 def test_gs_object_with_a_service_account_key(gcs_store, token_endpoint, tmp_path):
     model = os.urandom(40_000)
     gcs_store.client().bucket("models").blob("digits/model.onnx").upload_from_string(model)

@@ -289,22 +289,27 @@ class FakeGCS(_Server):
 
     name = "fake-gcs-server"
 
-    def __init__(self, data_dir: str | Path, host: str | None = None):
+    def __init__(self, data_dir: str | Path, host: str | None = None, port: int = 0,
+                 external_url: str | None = None):
         super().__init__(data_dir, host)
-        self.port = 0
+        self.port = port
+        self.external_url = external_url
 
     @property
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 60) -> "FakeGCS":
+        """Listen on ``port`` (default: a free one). Objects' ``mediaLink`` (where clients download from, as
+        ``storage.googleapis.com/download/…`` on Google) points at ``external_url``, default the endpoint."""
         binary = ensure_built(FAKE_GCS)
-        self.port = free_port(self.host)
+        self.port = self.port or free_port(self.host)
         root = self.data_dir / "storage"
         root.mkdir(parents=True, exist_ok=True)
+        public = urllib.parse.urlsplit(self.external_url or self.endpoint).netloc
         argv = [str(binary), "-scheme", "http", "-host", self.host, "-port", str(self.port),
                 "-backend", "filesystem", "-filesystem-root", str(root),
-                "-external-url", self.endpoint, "-public-host", f"{self.host}:{self.port}", "-log-level", "warn"]
+                "-external-url", self.external_url or self.endpoint, "-public-host", public, "-log-level", "warn"]
         proc = self._spawn(argv)
 
         def listening() -> bool:

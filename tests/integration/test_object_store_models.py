@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 import numpy as np
 import pytest
@@ -71,7 +72,9 @@ def test_model_from_object_store_is_served(api, operator, namespace, runner_node
     uri = upload_digits(scheme, namespace, model, s3_store, gcs_store)
     deploy(api, namespace, uri, sha, credentials(scheme, s3_store, gcs_store, token_endpoint))
 
+    started = time.monotonic()
     md = wait_ready(api, namespace, "digits", timeout=180)
+    print(f"\n{scheme}: Ready {time.monotonic() - started:.1f} s after create")
     assert md["status"]["model"]["version"] == 1
     data = np.load(out / "digits_test.npz")
     x, y = data["x_test"].astype(np.float32), data["y_test"]
@@ -93,6 +96,7 @@ def test_wrong_key_is_model_fetch_failed_with_the_cause(api, operator, namespace
         return md if condition(md, "Ready").get("reason") == c.REASON_FETCH_FAILED else None
     md = wait_for(failed, 120, what="Ready reason ModelFetchFailed")
     message = condition(md, "Ready")["message"]
+    print(f"\n{scheme} wrong key, Ready: {message}")
     assert "fetch-model" in message and uri in message and cause in message, message
     assert "\n" not in message
     secret = (secret_data["AWS_SECRET_ACCESS_KEY"] if scheme == "s3"

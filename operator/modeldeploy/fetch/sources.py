@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from modeldeploy import __version__
 from modeldeploy.fetch.errors import InvalidURI, MissingDependency, SourceError
-from modeldeploy.fetch.transfer import CHUNK, Progress, Sink, make_dirs, write_chunks
+from modeldeploy.fetch.transfer import CHUNK, Progress, make_dirs, write_chunks
 from modeldeploy.fetch.uri import PVC_MOUNT_ROOT, ModelURI, pvc_mount_path
 
 USER_AGENT = f"modeldeploy-fetch/{__version__}"

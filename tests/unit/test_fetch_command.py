@@ -158,7 +158,9 @@ def test_credentials_secret_for_gcs_is_a_file():
     init, pod = init_container({"uri": "gs://b/m.onnx", "format": "onnx", "credentialsSecret": "creds"})
     assert "envFrom" not in init
     assert init["env"] == [{"name": "GOOGLE_APPLICATION_CREDENTIALS",
-                            "value": "/var/run/secrets/modeldeploy/gcs/gcs.json"}]
+                            "value": "/var/run/secrets/modeldeploy/gcs/gcs.json"},
+                           {"name": "STORAGE_EMULATOR_HOST", "valueFrom": {"secretKeyRef": {
+                               "name": "creds", "key": "STORAGE_EMULATOR_HOST", "optional": True}}}]
     volume = next(v for v in pod["volumes"] if v["name"] == "model-credentials")
     assert volume["secret"]["secretName"] == "creds"
 

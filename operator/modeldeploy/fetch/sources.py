@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from modeldeploy import __version__
 from modeldeploy.fetch.errors import InvalidURI, MissingDependency, SourceError
-from modeldeploy.fetch.transfer import CHUNK, Progress, Sink, make_dirs, write_chunks
+from modeldeploy.fetch.transfer import CHUNK, Progress, make_dirs, write_chunks
 from modeldeploy.fetch.uri import PVC_MOUNT_ROOT, ModelURI, pvc_mount_path
 
 USER_AGENT = f"modeldeploy-fetch/{__version__}"
@@ -188,79 +188,10 @@ def import_boto3():
     return boto3, botocore
 
 
-def _s3_error(uri: ModelURI, op: str, err: Exception, botocore, endpoint: str | None) -> SourceError:
-    exc = botocore.exceptions
-    if isinstance(err, exc.NoCredentialsError):
-        return SourceError(f"{op} {uri}: no AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                           "e.g. through spec.model.credentialsSecret)")
-    if isinstance(err, exc.EndpointConnectionError):
-        return SourceError(f"{op} {uri}: cannot reach {endpoint or 'the S3 endpoint'}: {err}")
-    if isinstance(err, exc.ClientError):
-        error = err.response.get("Error", {})
-        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        code = error.get("Code", "")
-        text = " ".join(str(x) for x in (status, code if code and code != str(status) else _phrase(status)) if x)
-        return SourceError(f"{op} {uri}: {text}", status=status)
-    return SourceError(f"{op} {uri}: {err}")
-
-
-def _s3_client(ctx: Context, boto3, botocore):
-    endpoint = ctx.env.get("AWS_ENDPOINT_URL") or None
-    config = botocore.config.Config(connect_timeout=ctx.timeout, read_timeout=ctx.timeout,
-                                    retries={"max_attempts": 5, "mode": "standard"})
-    session = boto3.session.Session(
-        aws_access_key_id=ctx.env.get("AWS_ACCESS_KEY_ID") or None,
-        aws_secret_access_key=ctx.env.get("AWS_SECRET_ACCESS_KEY") or None,
-        aws_session_token=ctx.env.get("AWS_SESSION_TOKEN") or None,
-        region_name=ctx.env.get("AWS_REGION") or ctx.env.get("AWS_DEFAULT_REGION") or None,
-    )
-    return session.client("s3", endpoint_url=endpoint, config=config), endpoint
-
-
-def _s3_download(client, bucket: str, key: str, dest: Path, progress: Progress) -> str:
-    body = client.get_object(Bucket=bucket, Key=key)["Body"]
-    try:
-        return write_chunks(dest, body.iter_chunks(1 << 20), progress)
-    finally:
-        body.close()
-
-
 def fetch_s3(uri: ModelURI, dest: Path, ctx: Context) -> Fetched:
-    """An object (``s3://b/key``) or, when no such object exists, every object under ``key/``."""
-    boto3, botocore = import_boto3()
-    client, endpoint = _s3_client(ctx, boto3, botocore)
-    bucket, key = uri.location, uri.path
-    op = "GET"
-    try:
-        if not uri.is_prefix:
-            try:
-                head = client.head_object(Bucket=bucket, Key=key)
-            except botocore.exceptions.ClientError as err:
-                if err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 404:
-                    raise
-            else:
-                ctx.progress.expect(head.get("ContentLength"))
-                return Fetched("file", _s3_download(client, bucket, key, dest, ctx.progress))
-        op = "LIST"
-        prefix = key.rstrip("/") + "/" if key else ""
-        objects = [obj for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-                   for obj in page.get("Contents", ()) if not obj["Key"].endswith("/")]
-        if not objects:
-            raise SourceError(f"{op} {uri}: no such object, and no objects under {prefix or 'the bucket'}",
-                              status=404)
-        ctx.progress.expect(sum(obj.get("Size", 0) for obj in objects))
-        make_dirs(dest)
-        op = "GET"
-        for obj in objects:
-            rel = obj["Key"][len(prefix):]
-            if any(part in ("", ".", "..") for part in rel.split("/")):
-                raise SourceError(f"{op} {uri}: object key {obj['Key']!r} does not map to a file path")
-            _s3_download(client, bucket, obj["Key"], dest / rel, ctx.progress)
-        return Fetched("folder")
-    except SourceError:
-        raise
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as err:
-        raise _s3_error(uri, op, err, botocore, endpoint) from None
+    """An object or a prefix from an S3-compatible store (``modeldeploy.fetch.s3``; boto3 imported on use)."""
+    from modeldeploy.fetch.s3 import fetch_s3 as fetch
+    return fetch(uri, dest, ctx)
 
 
 # --- gs:// ---------------------------------------------------------------------------------------------
@@ -277,59 +208,9 @@ def import_gcs():
 
 
 def fetch_gs(uri: ModelURI, dest: Path, ctx: Context) -> Fetched:
-    """A blob (``gs://b/key``) or, when no such blob exists, every blob under ``key/``.
-
-    Credentials: GOOGLE_APPLICATION_CREDENTIALS (the pod mounts ``gcs.json`` from the credentials Secret)
-    or the environment's default (e.g. GKE workload identity); with none, anonymous access (public buckets).
-    """
-    storage, api_exceptions, auth_exceptions = import_gcs()
-    retry = storage.retry.DEFAULT_RETRY
-    retry = (getattr(retry, "with_timeout", None) or retry.with_deadline)(ctx.timeout)  # default: 120 s
-    op = "GET"
-    try:
-        try:
-            client = storage.Client()
-        except auth_exceptions.DefaultCredentialsError:
-            client = storage.Client.create_anonymous_client()
-        bucket = client.bucket(uri.location)
-        if not uri.is_prefix:
-            blob = bucket.get_blob(uri.path, timeout=ctx.timeout, retry=retry)
-            if blob is not None:
-                ctx.progress.expect(blob.size)
-                with Sink(dest, ctx.progress) as sink:
-                    blob.download_to_file(sink, timeout=ctx.timeout, retry=retry)
-                    return Fetched("file", sink.hexdigest())
-        op = "LIST"
-        prefix = uri.path.rstrip("/") + "/" if uri.path else ""
-        blobs = [b for b in client.list_blobs(uri.location, prefix=prefix, timeout=ctx.timeout, retry=retry)
-                 if not b.name.endswith("/")]
-        if not blobs:
-            raise SourceError(f"{op} {uri}: no such object, and no objects under {prefix or 'the bucket'}",
-                              status=404)
-        ctx.progress.expect(sum(b.size or 0 for b in blobs))
-        make_dirs(dest)
-        op = "GET"
-        for blob in blobs:
-            rel = blob.name[len(prefix):]
-            if any(part in ("", ".", "..") for part in rel.split("/")):
-                raise SourceError(f"{op} {uri}: object name {blob.name!r} does not map to a file path")
-            with Sink(dest / rel, ctx.progress) as sink:
-                blob.download_to_file(sink, timeout=ctx.timeout, retry=retry)
-        return Fetched("folder")
-    except SourceError:
-        raise
-    except api_exceptions.RetryError as err:
-        cause = err.cause
-        detail = ("connection refused" if "Connection refused" in str(cause)
-                  else _network_reason(cause, ctx.timeout) if isinstance(cause, OSError) else str(cause))
-        raise SourceError(f"{op} {uri}: gave up after {ctx.timeout:g} s of retries: {detail[:300]}") from None
-    except api_exceptions.GoogleAPICallError as err:
-        status = getattr(err, "code", None)
-        raise SourceError(f"{op} {uri}: {status} {err.message}".strip(), status=status) from None
-    except auth_exceptions.GoogleAuthError as err:
-        raise SourceError(f"{op} {uri}: credentials: {err}") from None
-    except (OSError, ValueError) as err:  # requests' network errors are OSErrors
-        raise SourceError(f"{op} {uri}: {err}") from None
+    """A blob or a prefix from Google Cloud Storage (``modeldeploy.fetch.gcs``; the library imported on use)."""
+    from modeldeploy.fetch.gcs import fetch_gs as fetch
+    return fetch(uri, dest, ctx)
 
 
 SOURCES: dict[str, Callable[[ModelURI, Path, Context], Fetched]] = {

@@ -10,8 +10,9 @@ The serving pod fetches its model before Triton starts: an init container ``fetc
 emptyDir that Triton serves from. A fetch failure stops the pod in ``Init:Error`` with the cause in the
 init container's termination message. Credentials come from ``spec.model.credentialsSecret``: as
 environment variables (``envFrom``) for s3:// and the others, as the mounted file ``gcs.json`` pointed to
-by GOOGLE_APPLICATION_CREDENTIALS for gs://. A ``pvc://<claim>/<path>`` model mounts the claim read-only
-where the fetcher looks for it. A ``file://`` path is read from the fetcher container's own filesystem
+by GOOGLE_APPLICATION_CREDENTIALS for gs:// (and the Secret's optional key STORAGE_EMULATOR_HOST, a
+GCS-compatible endpoint, as an environment variable). A ``pvc://<claim>/<path>`` model mounts the claim
+read-only where the fetcher looks for it. A ``file://`` path is read from the fetcher container's own filesystem
 (development with the local pod runner; no hostPath volume is rendered).
 """
 
@@ -42,6 +43,8 @@ FETCHER_UID = 10001
 #: Where a gs:// credentials Secret is mounted in the fetcher; the key ``gcs.json`` is the service account file.
 GCS_CREDENTIALS_DIR = "/var/run/secrets/modeldeploy/gcs"
 GCS_CREDENTIALS_KEY = "gcs.json"
+#: Optional key of a gs:// credentials Secret: the endpoint, as Google's client libraries name it.
+GCS_ENDPOINT_KEY = "STORAGE_EMULATOR_HOST"
 #: Where the model source file (Secret <deployment>-model) is mounted in the fetcher and the agent.
 MODEL_SOURCE_DIR = "/etc/modeldeploy/model"
 AGENT_PORT = 8009
@@ -205,7 +208,11 @@ def fetch_container(spec: Spec, options: RenderOptions, repository: str = c.MODE
     secret = spec.model.credentials_secret
     if secret and spec.model.scheme == "gs":
         container["env"] = [{"name": "GOOGLE_APPLICATION_CREDENTIALS",
-                             "value": f"{GCS_CREDENTIALS_DIR}/{GCS_CREDENTIALS_KEY}"}]
+                             "value": f"{GCS_CREDENTIALS_DIR}/{GCS_CREDENTIALS_KEY}"},
+                            # a GCS-compatible endpoint instead of Google's (e.g. fake-gcs-server), if the
+                            # Secret names one; the fetcher still authenticates with gcs.json there
+                            {"name": GCS_ENDPOINT_KEY, "valueFrom": {"secretKeyRef": {
+                                "name": secret, "key": GCS_ENDPOINT_KEY, "optional": True}}}]
         mounts.append({"name": "model-credentials", "mountPath": GCS_CREDENTIALS_DIR, "readOnly": True})
     elif secret:
         container["envFrom"] = [{"secretRef": {"name": secret, "optional": False}}]

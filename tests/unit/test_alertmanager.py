@@ -148,14 +148,27 @@ def test_alert_posted_to_alertmanager_reaches_the_webhook_and_resolves(alertmana
                       "resolved ModelDeploymentNotReady")
 
 
+def poll(predicate, timeout: float, what: str):
+    """``predicate()`` once it is truthy, polled until ``timeout`` seconds; AssertionError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout:.0f}s")
+        time.sleep(0.2)
+    return result
+
+
 def test_stalled_inhibits_not_ready_of_the_same_modeldeployment(alertmanager, receiver):
     am.post_alerts(alertmanager, [alert("ModelDeploymentStalled"), alert("ModelDeploymentNotReady"),
                                   alert("ModelDeploymentNotReady", modeldeployment="other")])
     receiver.wait_for(lambda n: webhook.find(n, "ModelDeploymentStalled"), 30, "firing ModelDeploymentStalled")
     receiver.wait_for(lambda n: webhook.find(n, "ModelDeploymentNotReady", modeldeployment="other"), 30,
                       "NotReady of another ModelDeployment (not inhibited)")
-    (held,) = am.get_alerts(alertmanager, 'alertname="ModelDeploymentNotReady"', f'modeldeployment="{MD}"')
-    assert held["status"]["state"] == "suppressed" and held["status"]["inhibitedBy"], held["status"]
+    # Alertmanager marks an inhibited alert on its own schedule: wait for the mark, with a deadline.
+    (held,) = poll(lambda: [a for a in am.get_alerts(alertmanager, 'alertname="ModelDeploymentNotReady"',
+                                                     f'modeldeployment="{MD}"') if a["status"]["state"] == "suppressed"],
+                   30, f"NotReady of {MD} suppressed")
+    assert held["status"]["inhibitedBy"], held["status"]
     assert not webhook.find(receiver.notifications(), "ModelDeploymentNotReady", modeldeployment=MD)
 
 

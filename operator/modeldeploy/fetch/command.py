@@ -47,6 +47,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from modeldeploy.api.redact import redact_text
     from modeldeploy.fetch.errors import FetchError
     from modeldeploy.fetch.layout import FetchRequest, fetch_model
     from modeldeploy.fetch.source_file import SourceFileError, apply_source_file
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.uri:
             raise SourceFileError("no model: pass --uri or --source-file")
     except SourceFileError as err:
-        message = f"FetchError: {err}"
+        message = redact_text(f"FetchError: {err}")
         print(message, file=sys.stderr, flush=True)
         write_termination_log(args.termination_log, message, prog="fetch")
         return 1
@@ -68,12 +69,13 @@ def run(args: argparse.Namespace) -> int:
         message = f"{type(err).__name__}: {err}"
         code = 1
     except Exception as err:  # noqa: BLE001 - a bug; still leave a cause in the pod status
-        traceback.print_exc()
+        print(redact_text(traceback.format_exc()), file=sys.stderr, end="", flush=True)
         message = f"FetchError: unexpected {type(err).__name__}: {err}"
         code = 2
     else:
         print(f"model {args.name} version {args.version} ready in {target}", flush=True)
         return 0
+    message = redact_text(message)
     print(message, file=sys.stderr, flush=True)
     write_termination_log(args.termination_log, message, prog="fetch")
     return code

@@ -47,6 +47,9 @@ def register(subparsers) -> None:
                    help="JSON {uri, version, sha256} of the model the init container fetched; replaces "
                         "--uri/--version/--sha256 (the operator mounts it from the ConfigMap <name>-model)")
     p.add_argument("--pvc-mount", metavar="PATH", help="where the claim of a pvc:// URI is mounted")
+    from modeldeploy.fetch.command import add_max_bytes_argument
+
+    add_max_bytes_argument(p)
     add_termination_log_argument(p)
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=run)
@@ -68,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     triton = TritonAdapter(args.triton_url, args.triton_grpc_url or None, load_timeout=args.load_timeout)
     repository = ModelRepository(Path(args.repository), args.name, args.format,
-                                 fetch_timeout=args.fetch_timeout, pvc_mount=args.pvc_mount)
+                                 fetch_timeout=args.fetch_timeout, pvc_mount=args.pvc_mount,
+                                 max_bytes=args.max_bytes)
     swapper = Swapper(args.name, triton, repository, origin=Origin(args.uri, args.sha256, args.version),
                       timeouts=Timeouts(ready=args.load_timeout))
     try:

@@ -42,7 +42,17 @@ def register(subparsers) -> None:
                    help=f"where the claim of a pvc:// URI is mounted (default: {PVC_MOUNT_ROOT}/<claim>)")
     p.add_argument("--timeout", type=float, default=60.0,
                    help="network connect/read timeout in seconds (default: %(default)s)")
+    add_max_bytes_argument(p)
     p.set_defaults(func=run)
+
+
+def add_max_bytes_argument(parser) -> None:
+    """``--max-bytes N``: the most one fetch may write (spec.model.maxBytes), shared with the agent."""
+    from modeldeploy.api.spec import DEFAULT_MAX_BYTES
+
+    parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, metavar="N",
+                        help="stop with an error once the model passes N bytes (all files of a folder "
+                             "counted; default: %(default)s)")
 
 
 
@@ -64,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     request = FetchRequest(uri=args.uri, format=args.format, name=args.name, version=args.version,
                            repository=Path(args.repository), sha256=args.sha256)
     try:
-        target = fetch_model(request, timeout=args.timeout, pvc_mount=args.pvc_mount)
+        target = fetch_model(request, timeout=args.timeout, pvc_mount=args.pvc_mount, max_bytes=args.max_bytes)
     except FetchError as err:
         message = f"{type(err).__name__}: {err}"
         code = 1

@@ -49,7 +49,7 @@ def revision_of(spec: Spec, triton_image: str, fetcher_image: str = "") -> str:
     model = spec.model
     claim = model.uri.split("://", 1)[1].split("/", 1)[0] if model.scheme == "pvc" else None
     relevant["model"] = {"name": model.name, "format": model.format, "credentials": model.credentials_secret,
-                         "scheme": model.scheme, "claim": claim}
+                         "scheme": model.scheme, "claim": claim, "maxBytes": model.max_bytes}
     relevant["image"] = spec.serving.image or triton_image
     if fetcher_image:
         relevant["fetcher"] = fetcher_image

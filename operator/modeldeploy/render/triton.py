@@ -150,7 +150,8 @@ def _fetch_args(spec: Spec, claim: str | None, repository: str = c.MODEL_REPOSIT
     rewrites absolute-path arguments under a mount) moves them all."""
     model = spec.model
     args = ["fetch", *_source_args(spec, from_file), "--format", model.format, "--name", model.name,
-            "--repository", repository, "--termination-log", TERMINATION_MESSAGE_PATH]
+            "--repository", repository, "--max-bytes", str(model.max_bytes),
+            "--termination-log", TERMINATION_MESSAGE_PATH]
     if claim:
         args += ["--pvc-mount", pvc_mount_path(claim)]
     return args
@@ -237,7 +238,8 @@ def agent_container(spec: Spec, options: RenderOptions, owner_name: str) -> dict
     args = ["agent", "--repository", c.MODEL_REPOSITORY, "--name", spec.model.name, "--format", spec.model.format,
             "--source-file", f"{MODEL_SOURCE_DIR}/{SOURCE_FILE}",
             "--triton-url", f"127.0.0.1:{c.HTTP_PORT}", "--triton-grpc-url", f"127.0.0.1:{c.GRPC_PORT}",
-            "--port", str(AGENT_PORT), "--termination-log", TERMINATION_MESSAGE_PATH]
+            "--port", str(AGENT_PORT), "--max-bytes", str(spec.model.max_bytes),
+            "--termination-log", TERMINATION_MESSAGE_PATH]
     if claim:
         args += ["--pvc-mount", pvc_mount_path(claim)]
     # Only the operator may tell the agent what to fetch and serve: PUT needs this token.

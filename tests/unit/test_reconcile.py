@@ -134,7 +134,7 @@ def test_prune_keeps_the_current_revision_and_the_model_source():
 def test_the_agent_token_secret_is_made_when_pods_are_coming_not_on_every_apply():
     kube = FakeKube()
     first = reconcile(kube, md(), RenderOptions(), lambda: T0)
-    assert ("create_secret", "m-agent-token") in kube.calls
+    assert ("create_secret", "m-agent-keys") in kube.calls
     kube.calls.clear()
     reconcile(kube, md(status=first.status), RenderOptions(), lambda: T0)
     assert not [call for call in kube.calls if "secret" in call[0]]

@@ -152,6 +152,7 @@ def render_job(owner: Owner, spec: Spec, key: str, recipe: Mapping[str, Any], op
         ],
         "securityContext": {"runAsNonRoot": True, "runAsUser": FETCHER_UID, "runAsGroup": FETCHER_UID,
                             "fsGroup": FETCHER_UID, "seccompProfile": {"type": "RuntimeDefault"}},
+        "automountServiceAccountToken": False,  # the Job talks to no API: its result is its termination message
         **_scheduling(spec),
     }
     return {

@@ -65,8 +65,11 @@ def service_name(md_name: str) -> str:
 
 
 def agent_token_name(md_name: str) -> str:
-    """Secret holding the token the operator presents to the pods' model agents."""
-    return fit(f"{md_name}-agent-token", 253)
+    """Secret holding the token the operator signs its commands to the pods' model agents with (``token``)
+    and Triton's control-API key (``triton-key``). Named ``-agent-keys``, not the one-key ``-agent-token``
+    of earlier versions: an upgraded ModelDeployment gets a new Secret with both keys from the create
+    the operator already does, instead of needing a patch (and the right to patch Secrets)."""
+    return fit(f"{md_name}-agent-keys", 253)
 
 
 def model_source_name(md_name: str) -> str:

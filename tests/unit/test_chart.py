@@ -54,7 +54,6 @@ NAMESPACED_RULES = {
     ("", "pods", "list"),
     ("", "pods", "watch"),
     ("", "events", "create"),
-    ("", "events", "patch"),
 }
 # Cluster-scoped, needed in every mode: Kopf's run-time CRD observation.
 CLUSTER_RULES = {

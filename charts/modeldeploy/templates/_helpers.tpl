@@ -96,10 +96,11 @@ Widening any of these fails tests/unit/test_chart.py on purpose.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
-# Kopf posts core v1 Events for ModelDeployments (kopf.event and its own warnings).
+# Kopf posts core v1 Events for ModelDeployments (kopf.event and its own warnings): a POST each,
+# never a patch (kopf/_cogs/clients/events.py).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end -}}
 
 {{/* The one cluster-scoped need in every mode. */}}

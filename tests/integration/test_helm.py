@@ -76,7 +76,9 @@ def rights(kubectl, sa_kubeconfig: str, namespace: str) -> set[tuple[str, str, s
         verbs = line[line.rindex("[") + 1:line.rindex("]")].split()
         if resource.startswith("/") or "[" in resource:
             continue  # non-resource URLs
-        name, _, group = resource.partition(".")
+        base, _, sub = resource.partition("/")  # e.g. modeldeployments.modeldeploy.io/status
+        name, _, group = base.partition(".")
+        name = f"{name}/{sub}" if sub else name
         if name in BASELINE_RESOURCES:
             continue
         found |= {(group, name, verb) for verb in verbs}

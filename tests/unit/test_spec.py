@@ -171,3 +171,16 @@ def test_docstring_examples():
     from modeldeploy.api import spec as spec_module
 
     assert doctest.testmod(spec_module).failed == 0
+
+
+@pytest.mark.parametrize("uri", ["https://alice:PW@h/m.onnx", "http://alice@h/m.onnx", "s3://AK:SK@bucket/m.onnx"])
+def test_credentials_in_the_uri_are_refused_without_repeating_them(uri):
+    with pytest.raises(SpecError) as err:
+        parse_spec("m", {"model": {"uri": uri, "format": "onnx"}})
+    assert err.value.field == "spec.model.uri" and "spec.model.credentialsSecret" in str(err.value)
+    assert "PW" not in str(err.value) and "alice" not in str(err.value) and "SK" not in str(err.value)
+
+
+@pytest.mark.parametrize("uri", ["https://h/m.onnx?X-Amz-Signature=abc", "gs://b/a@b/m.onnx", "https://h/p@x/m"])
+def test_an_at_sign_after_the_host_is_not_credentials(uri):
+    assert parse_spec("m", {"model": {"uri": uri, "format": "onnx"}}).model.uri == uri

@@ -37,6 +37,7 @@ MODEL_FILE_BY_FORMAT = {
 
 
 _PVC_URI = re.compile(r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+")
+_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@")  # as the CRD's rule on spec.model.uri
 
 #: Default of spec.model.maxBytes: what one fetch may write (every file of a folder counted).
 DEFAULT_MAX_BYTES = 64 * 2**30
@@ -223,6 +224,9 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> Spec:
         raise SpecError("spec.model.uri", f"scheme must be one of {', '.join(s + '://' for s in URI_SCHEMES)}")
     if scheme == "pvc" and not _PVC_URI.match(uri):
         raise SpecError("spec.model.uri", "with pvc:// must be pvc://<claim name>/<path inside the claim>")
+    if _USERINFO.match(uri):  # an object stored before the CRD refused it; the message never repeats the URI
+        raise SpecError("spec.model.uri", "must not contain credentials (user:password@host): put them in a "
+                                          "Secret and name it in spec.model.credentialsSecret")
     fmt = model.get("format")
     if fmt not in MODEL_FORMATS:
         raise SpecError("spec.model.format", f"must be one of {', '.join(MODEL_FORMATS)}, got {fmt!r}")

@@ -60,7 +60,6 @@ MODEL_SOURCE_DIR = "/etc/modeldeploy/model"
 AGENT_PORT = 8009
 #: The agent's token (Secret <name>-agent-keys, key ``token``; the operator creates it). The agent reads
 #: it from the mounted Secret at every PUT, so a rotated token needs no restart.
-AGENT_TOKEN_ENV = "MODELDEPLOY_AGENT_TOKEN"
 AGENT_TOKEN_KEY = "token"
 AGENT_SECRET_DIR = "/var/run/secrets/modeldeploy/agent"
 

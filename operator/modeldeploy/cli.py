@@ -21,6 +21,9 @@ def _run_operator(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # Kopf logs every event handler's success at INFO: one line per watch event
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    from modeldeploy.api.redact import install_log_redaction
+
+    install_log_redaction()  # no password or presigned signature in any log line (api/redact.py)
     if args.metrics_address:
         from modeldeploy import metrics
 

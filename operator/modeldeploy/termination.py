@@ -2,7 +2,8 @@
 
 The kubelet copies the file at ``terminationMessagePath`` (default /dev/termination-log) into the pod's
 ``state.terminated.message``, where the operator reads it (policy/pods.py) and puts it in the
-ModelDeployment's status. One module, so every command writes it the same way.
+ModelDeployment's status. One module, so every command writes it the same way, and redacts it the same
+way: a message that quotes a URI never carries its password or presigned signature (api/redact.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+from modeldeploy.api.redact import redact_text
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_LOG_ENV = "MODELDEPLOY_TERMINATION_LOG"
@@ -24,8 +27,9 @@ def add_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def write_termination_log(path: str, message: str, prog: str = "modeldeploy") -> bool:
-    """Write ``message`` (cut to what the kubelet keeps) to ``path``; False when that is not possible."""
-    data = message.encode()[:MAX_TERMINATION_MESSAGE].decode(errors="ignore")
+    """Write ``message``, URIs redacted and cut to what the kubelet keeps, to ``path``; False when that is
+    not possible."""
+    data = redact_text(message).encode()[:MAX_TERMINATION_MESSAGE].decode(errors="ignore")
     try:
         Path(path).write_text(data + "\n")
     except OSError as err:

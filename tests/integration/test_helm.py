@@ -1,5 +1,9 @@
 """helm install onto the sandbox, then the operator runs with the chart's ServiceAccount and RBAC.
 
+The chart's RBAC is also checked as the API server sees it: ``kubectl auth can-i --list`` as the chart's
+ServiceAccount, in a watched namespace and in kube-system, in both install modes, must list exactly the
+rules the operator uses (tests/unit/test_chart.py ties those to the rendered chart) and nothing else.
+
 kwok does not run containers, so the chart's operator pod is only scheduled and marked Running; the
 operator process itself runs here with a kubeconfig holding that ServiceAccount's token. That is the
 point of the test: the chart's least-privilege RBAC is enough for a full reconcile, and any missing
@@ -22,6 +26,7 @@ from kubernetes import client
 
 from modeldeploy.api import constants as c
 
+from ..unit.test_chart import CLUSTER_RULES, NAMESPACE_RULES, NAMESPACED_RULES
 from .conftest import ROOT, OperatorProcess, load_example, wait_for
 
 pytestmark = pytest.mark.integration
@@ -55,6 +60,46 @@ def token_kubeconfig(admin_kubeconfig: str, token: str, path: Path) -> str:
     return str(path)
 
 
+#: What every authenticated user may do (system:basic-user, system:discovery): not the chart's doing.
+BASELINE_RESOURCES = {"selfsubjectaccessreviews", "selfsubjectrulesreviews", "selfsubjectreviews"}
+
+
+def rights(kubectl, sa_kubeconfig: str, namespace: str) -> set[tuple[str, str, str]]:
+    """(api group, resource, verb) the ServiceAccount holds in ``namespace``, cluster-wide rules included,
+    from ``kubectl auth can-i --list`` (the API server's SelfSubjectRulesReview)."""
+    out = kubectl("--kubeconfig", sa_kubeconfig, "auth", "can-i", "--list", "-n", namespace).stdout
+    found = set()
+    for line in out.splitlines()[1:]:
+        if not line.strip() or line.startswith(" ") or "[" not in line:
+            continue
+        resource = line.split()[0]
+        verbs = line[line.rindex("[") + 1:line.rindex("]")].split()
+        if resource.startswith("/") or "[" in resource:
+            continue  # non-resource URLs
+        base, _, sub = resource.partition("/")  # e.g. modeldeployments.modeldeploy.io/status
+        name, _, group = base.partition(".")
+        name = f"{name}/{sub}" if sub else name
+        if name in BASELINE_RESOURCES:
+            continue
+        found |= {(group, name, verb) for verb in verbs}
+    return found
+
+
+def can_i(kubectl, sa_kubeconfig: str, *args: str) -> str:
+    return kubectl("--kubeconfig", sa_kubeconfig, "auth", "can-i", *args, check=False).stdout.strip()
+
+
+#: Rights the review found in kube-system with the cluster-wide install, and more an attacker would want.
+SENSITIVE = [("get", "secrets"), ("create", "deployments"), ("delete", "configmaps"), ("create", "jobs"),
+             ("list", "secrets"), ("delete", "secrets"), ("update", "secrets"), ("delete", "deployments"),
+             ("create", "pods"), ("create", "pods/exec"), ("patch", "events"), ("create", "serviceaccounts/token")]
+
+
+def service_account_kubeconfig(kubectl, kubeconfig, release_ns, tmp_path, name="modeldeploy") -> str:
+    token = kubectl("create", "token", name, "-n", release_ns, "--duration=1h").stdout.strip()
+    return token_kubeconfig(kubeconfig, token, tmp_path / f"{name}.kubeconfig")
+
+
 def test_helm_install_and_operator_reconciles_with_chart_rbac(api, kubectl, helm, namespace, kubeconfig,
                                                                tmp_path, crd_installed):
     # crd_installed: the CRD in the cluster is this checkout's, so Helm's server-side apply of the
@@ -71,10 +116,13 @@ def test_helm_install_and_operator_reconciles_with_chart_rbac(api, kubectl, helm
         sa = dep.spec.template.spec.service_account_name
         token = kubectl("create", "token", sa, "-n", release_ns, "--duration=1h").stdout.strip()
         sa_kubeconfig = token_kubeconfig(kubeconfig, token, tmp_path / "sa.kubeconfig")
-        # The ServiceAccount may not touch namespaces it was not given.
-        denied = kubectl("--kubeconfig", sa_kubeconfig, "auth", "can-i", "create", "deployments", "-n", "default",
-                         check=False)
-        assert denied.stdout.strip() == "no"
+        # The ServiceAccount may not touch namespaces it was not given, and in its own only what it uses.
+        assert rights(kubectl, sa_kubeconfig, namespace) == NAMESPACED_RULES | CLUSTER_RULES | NAMESPACE_RULES
+        assert rights(kubectl, sa_kubeconfig, "kube-system") == CLUSTER_RULES | NAMESPACE_RULES
+        for verb, resource in SENSITIVE:
+            assert can_i(kubectl, sa_kubeconfig, verb, resource, "-n", "kube-system") == "no", (verb, resource)
+            assert can_i(kubectl, sa_kubeconfig, verb, resource, "-n", "default") == "no", (verb, resource)
+        assert can_i(kubectl, sa_kubeconfig, "get", "secrets", "-n", namespace) == "yes"
 
         proc = OperatorProcess(sa_kubeconfig, tmp_path / "operator.log")
         proc.extra_args = ["--namespace", namespace]
@@ -101,4 +149,29 @@ def test_helm_install_and_operator_reconciles_with_chart_rbac(api, kubectl, helm
         assert "Forbidden" not in log and "forbidden" not in log, proc.log_tail(60)
     finally:
         helm("uninstall", "modeldeploy", "-n", release_ns, "--wait")
+        kubectl("delete", "namespace", release_ns, "--wait=false")
+
+
+def test_clusterwide_install_grants_exactly_what_the_operator_uses(kubectl, helm, namespace, kubeconfig, tmp_path,
+                                                                   crd_installed):
+    """Watching every namespace needs the operator's rules in every namespace (kube-system included: RBAC
+    has no "all namespaces but"); nothing beyond them. docs/security.md says to prefer watchNamespaces."""
+    release_ns = f"{namespace}-cw"
+    kubectl("create", "namespace", release_ns)
+    try:
+        helm("install", "modeldeploy-cw", str(ROOT / "charts" / "modeldeploy"), "-n", release_ns, "--skip-crds",
+             "--set", "replicaCount=0", "--wait", "--timeout", "120s")
+        sa_kubeconfig = service_account_kubeconfig(kubectl, kubeconfig, release_ns, tmp_path, "modeldeploy-cw")
+        for ns in ("kube-system", namespace):
+            assert rights(kubectl, sa_kubeconfig, ns) == NAMESPACED_RULES | CLUSTER_RULES
+        used = {(verb, resource) for _, resource, verb in NAMESPACED_RULES}
+        for verb, resource in SENSITIVE:
+            expected = "yes" if (verb, resource) in used else "no"
+            assert can_i(kubectl, sa_kubeconfig, verb, resource, "-n", "kube-system") == expected, (verb, resource)
+        for verb, resource in (("create", "clusterroles"), ("create", "clusterrolebindings"), ("impersonate", "users"),
+                               ("escalate", "roles"), ("bind", "roles"), ("create", "namespaces"),
+                               ("delete", "customresourcedefinitions"), ("patch", "nodes")):
+            assert can_i(kubectl, sa_kubeconfig, verb, resource, "-A") == "no", (verb, resource)
+    finally:
+        helm("uninstall", "modeldeploy-cw", "-n", release_ns, "--wait")
         kubectl("delete", "namespace", release_ns, "--wait=false")

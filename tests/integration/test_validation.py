@@ -73,6 +73,16 @@ CASES = {
     "unknown strategy": (with_spec(rollout={"strategy": "BlueGreen"}), ["spec.rollout.strategy"]),
     "bad mig profile": (with_spec(resources={"gpu": {"count": 1, "migProfile": "big"}}),
                         ["spec.resources.gpu.migProfile"]),
+    "credentials in an http uri": (with_spec(model={"uri": "https://alice:PW@h/m.onnx", "format": "onnx"}),
+                                   ["spec.model.uri must not contain credentials", "spec.model.credentialsSecret"]),
+    "user name in an http uri": (with_spec(model={"uri": "http://alice@h/m.onnx", "format": "onnx"}),
+                                 ["spec.model.uri must not contain credentials"]),
+    "credentials in an s3 uri": (with_spec(model={"uri": "s3://AKIA:SECRET@bucket/m.onnx", "format": "onnx"}),
+                                 ["spec.model.uri must not contain credentials"]),
+    "max bytes not a quantity": (with_spec(model={"uri": "s3://b/m", "format": "onnx", "maxBytes": "lots"}),
+                                 ["spec.model.maxBytes"]),
+    "max bytes zero": (with_spec(model={"uri": "s3://b/m", "format": "onnx", "maxBytes": 0}),
+                       ["spec.model.maxBytes must be at least 1 byte"]),
 }
 
 
@@ -86,6 +96,14 @@ def test_rejected_with_message_naming_the_field(api, crd_installed, case):
     message = json.loads(err.value.body)["message"]
     for fragment in expected:
         assert fragment in message, message
+
+
+@pytest.mark.parametrize("uri", ["https://h/m.onnx?X-Amz-Signature=abc", "gs://b/a@b/m.onnx",
+                                 "https://h/path@with-at/m.onnx", "s3://bucket/key"])
+def test_uris_without_credentials_are_accepted(api, crd_installed, uri):
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        c.GROUP, c.VERSION, "default", c.PLURAL, with_spec(model={"uri": uri, "format": "onnx", "maxBytes": "20Gi"}),
+        dry_run="All")
 
 
 def test_valid_spec_is_accepted_with_defaults(api, crd_installed):

@@ -10,6 +10,12 @@ Asserted: no request fails, the Triton process is the same one throughout, versi
 swap, version 1 is unloaded and its folder gone; after the failed swap version 2 still answers, the
 failed version's folder is gone and Triton's strict readiness is back. The measured numbers are
 printed (``pytest -s``) and quoted in docs/architecture.md.
+
+Triton runs with the operator's own arguments (render/triton.py), its control API restricted to the key
+of the pod's Secret; the agent holds that key and a token, and the swaps are signed PUTs, as in a pod.
+A second test plays the outside caller of the security review: loading a model with a file override
+(which would run code in the pod), unloading, reading configs over HTTP and gRPC all fail without the
+key, while inference keeps working.
 """
 
 from __future__ import annotations
@@ -28,11 +34,15 @@ from pathlib import Path
 
 import pytest
 
+from modeldeploy.adapters.agent import AgentClient
 from modeldeploy.agent.sandbox import SHIM_ENV
+from modeldeploy.api.agent_auth import TRITON_GRPC_KEY_HEADER, TRITON_KEY_ENV, TRITON_KEY_HEADER
 from modeldeploy.sandbox.podrunner import triton
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "digits"
+TRITON_KEY = "k3y-only-the-agent-holds"
+AGENT_TOKEN = "t0ken-of-the-operator"
 
 try:
     WHEEL = triton.find_wheel()
@@ -175,6 +185,8 @@ def pod(tmp_path):
     from modeldeploy.api.spec import parse_spec
     from modeldeploy.models import digits
     from modeldeploy.render.config_pbtxt import render_config_pbtxt
+    from modeldeploy.render.triton import Owner, RenderOptions, render_deployment
+    from modeldeploy.sandbox.podrunner import plan
 
     report = digits.build()
     store = tmp_path / "store"
@@ -198,13 +210,21 @@ def pod(tmp_path):
     (repo / NAME / "config.pbtxt").write_text(triton.adapt_config_pbtxt(render_config_pbtxt(spec)))
 
     ports = {8000: free_port(), 8001: free_port(), 8002: free_port()}
-    argv = triton.triton_argv(
-        ["tritonserver", f"--model-repository={repo}", "--model-control-mode=explicit", f"--load-model={NAME}",
-         "--strict-readiness=true", "--exit-on-error=true"],
-        WHEEL / "bin" / "tritonserver", triton.prepare_backend_dir(WHEEL, tmp_path / "backends"), ports)
+    # the operator's Triton arguments, with the repository moved here and the key expanded as the kubelet does
+    rendered = render_deployment(Owner(NAME, "ns", "uid"), spec, "rev", RenderOptions())
+    args = rendered["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = [plan.translate_arg(plan.expand_env_refs(a, {TRITON_KEY_ENV: TRITON_KEY}), [plan.Mount("/models", str(repo))])
+            for a in args if not a.startswith("--load-model=") or a == f"--load-model={NAME}"]
+    argv = triton.triton_argv(args, WHEEL / "bin" / "tritonserver",
+                              triton.prepare_backend_dir(WHEEL, tmp_path / "backends"), ports)
+    assert any(a.startswith("--http-restricted-api=") and a.endswith(f"={TRITON_KEY}") for a in argv)
     env = dict(os.environ, PATH=f"{sys.prefix}/bin:{os.environ.get('PATH', '')}", VIRTUAL_ENV=sys.prefix,
                PYTHONPATH=str(ROOT / "operator"))
     env[SHIM_ENV] = str(triton.SHIM_MODEL)  # what the pod runner sets on modeldeploy-image containers
+    agent_env = dict(env, **{TRITON_KEY_ENV: TRITON_KEY})  # the pod gives the agent the key from the Secret
+    token_file = tmp_path / "agent-secret" / "token"
+    token_file.parent.mkdir()
+    token_file.write_text(AGENT_TOKEN)
     triton_log, agent_log = tmp_path / "triton.log", tmp_path / "agent.log"
     procs = []
     with open(triton_log, "wb") as fh:
@@ -216,8 +236,8 @@ def pod(tmp_path):
              "--format", "onnx", "--triton-url", f"127.0.0.1:{ports[8000]}",
              "--triton-grpc-url", f"127.0.0.1:{ports[8001]}", "--address", "127.0.0.1", "--port", str(agent_port),
              "--uri", v1.as_uri(), "--version", "1", "--sha256", sha256(v1), "--load-timeout", "60",
-             "--termination-log", str(tmp_path / "agent-termination-log")],
-            env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True))
+             "--token-file", str(token_file), "--termination-log", str(tmp_path / "agent-termination-log")],
+            env=agent_env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True))
     checks = list(zip(procs, (triton_log, agent_log)))
     try:
         wait_for("the agent to see version 1 served",
@@ -242,7 +262,8 @@ def test_swap_under_load_fails_no_request_and_restarts_nothing(pod):
     agent, ports, repo = pod["agent"], pod["ports"], pod["repo"]
     triton_pid = pod["triton"].pid
     status, body = http_json(agent, "GET", "/v1/model")
-    assert body["served"] == {"version": 1, "uri": pod["v1"].as_uri(), "sha256": sha256(pod["v1"])}
+    assert {k: body["served"][k] for k in ("version", "uri", "sha256")} == {
+        "version": 1, "uri": pod["v1"].as_uri(), "sha256": sha256(pod["v1"])}
     assert body["loadedVersions"] == [1]
     x = np.load(digits.build()["test_path"])["x_test"][:1]
 
@@ -254,16 +275,16 @@ def test_swap_under_load_fails_no_request_and_restarts_nothing(pod):
     with Probes(ports[8000]) as probes, Load(f"127.0.0.1:{ports[8000]}", x) as load:
         time.sleep(1.0)
         t0 = time.monotonic()
-        status, body = http_json(agent, "PUT", "/v1/model", {"uri": pod["v2"].as_uri(), "version": 2,
-                                                             "sha256": sha256(pod["v2"])})
-        assert status == 202 and body["state"] == "Swapping" and body["desired"]["version"] == 2
+        body = AgentClient(timeout=10).put(f"http://127.0.0.1:{agent}", {
+            "uri": pod["v2"].as_uri(), "version": 2, "sha256": sha256(pod["v2"])}, token=AGENT_TOKEN)
+        assert body["state"] == "Swapping" and body["desired"]["version"] == 2
         snap = wait_for("the swap to version 2", lambda: state("Ready", 2), 60, pod["checks"])
         t1 = time.monotonic()
         time.sleep(1.0)
         t2 = time.monotonic()
         # a broken version 3: the swap fails, version 2 keeps serving
-        status, _ = http_json(agent, "PUT", "/v1/model", {"uri": pod["v3"].as_uri(), "version": 3})
-        assert status == 202
+        AgentClient(timeout=10).put(f"http://127.0.0.1:{agent}", {"uri": pod["v3"].as_uri(), "version": 3},
+                                    token=AGENT_TOKEN)
         failed_snap = wait_for("the failed swap to version 3", lambda: state("Failed", 3), 60, pod["checks"])
         t3 = time.monotonic()
         wait_for("Triton's strict readiness after the failed swap",
@@ -282,7 +303,8 @@ def test_swap_under_load_fails_no_request_and_restarts_nothing(pod):
     assert len(load.between(t0, t1)) > 50  # the load really ran through the swap
 
     assert pod["triton"].poll() is None and pod["triton"].pid == triton_pid  # never restarted
-    assert snap["served"] == {"version": 2, "uri": pod["v2"].as_uri(), "sha256": sha256(pod["v2"])}
+    assert {k: snap["served"][k] for k in ("version", "uri", "sha256")} == {
+        "version": 2, "uri": pod["v2"].as_uri(), "sha256": sha256(pod["v2"])}
     assert snap["loadedVersions"] == [2]
     assert {e[2] for e in load.between(t1, t2)} == {"2"}
     assert not (repo / NAME / "1").exists() and (repo / NAME / "2" / "model.py").is_file()
@@ -293,7 +315,95 @@ def test_swap_under_load_fails_no_request_and_restarts_nothing(pod):
     assert {e[2] for e in load.between(t3, t4)} == {"2"}
     assert not (repo / NAME / "3").exists()
     client = th.InferenceServerClient(f"127.0.0.1:{ports[8000]}")
-    index = {e["version"]: (e["state"], e.get("reason", "")) for e in client.get_model_repository_index()}
+    index = {e["version"]: (e["state"], e.get("reason", ""))
+             for e in client.get_model_repository_index(headers={TRITON_KEY_HEADER: TRITON_KEY})}
     client.close()
     assert index == {"1": ("UNAVAILABLE", "unloaded"), "2": ("READY", ""), "3": ("UNAVAILABLE", "unloaded")}
     assert all(m == 200 for _, _, m in probes.results)  # the model itself was ready throughout
+
+
+EVIL_MODEL = """
+import pathlib
+pathlib.Path({marker!r}).write_text("code ran in the pod")
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return []
+"""
+
+
+@pytest.mark.timeout(120)
+def test_outside_callers_cannot_load_unload_or_configure_but_can_infer(pod, tmp_path):
+    """The review's attack: without the key, a load with a file override (a python model that runs code
+    in the pod) and an unload are refused over HTTP and gRPC; so are the other control APIs. The model
+    keeps serving; the agent, which has the key, still reads Triton's state."""
+    import base64
+
+    import tritonclient.grpc as tg
+    from tritonclient.utils import InferenceServerException
+
+    from modeldeploy.models import digits
+
+    ports = pod["ports"]
+    marker = tmp_path / "PWNED"
+    evil = EVIL_MODEL.format(marker=str(marker)).encode()
+    override = json.dumps({"parameters": {
+        "config": json.dumps({"name": NAME, "backend": "python", "max_batch_size": 0}),
+        "file:1/model.py": base64.b64encode(evil).decode()}})
+    refused = {
+        ("POST", f"/v2/repository/models/{NAME}/load", override),
+        ("POST", f"/v2/repository/models/{NAME}/unload", "{}"),
+        ("POST", "/v2/repository/index", "{}"),
+        ("GET", f"/v2/models/{NAME}/config", None),
+        ("GET", "/v2/logging", None),
+        ("GET", "/v2/trace/setting", None),
+        ("GET", "/v2/systemsharedmemory/status", None),
+        ("GET", "/v2/cudasharedmemory/status", None),
+    }
+    for method, path, body in sorted(refused, key=str):
+        for headers in ({}, {TRITON_KEY_HEADER: "wrong"}):
+            conn = http.client.HTTPConnection("127.0.0.1", ports[8000], timeout=30)
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            text = resp.read().decode(errors="replace")
+            conn.close()
+            assert resp.status == 403, (method, path, resp.status, text)
+            assert "restricted" in text
+
+    grpc = tg.InferenceServerClient(f"127.0.0.1:{ports[8001]}")
+    try:
+        for call in (lambda: grpc.load_model(NAME, config=json.loads(override)["parameters"]["config"],
+                                             files={"file:1/model.py": evil}),
+                     lambda: grpc.unload_model(NAME),
+                     lambda: grpc.get_model_repository_index(),
+                     lambda: grpc.get_model_config(NAME),
+                     lambda: grpc.unload_model(NAME, headers={TRITON_GRPC_KEY_HEADER: "wrong"})):
+            with pytest.raises(InferenceServerException) as err:
+                call()
+            assert "restricted" in str(err.value).lower() or "permission" in str(err.value).lower(), err.value
+        # inference and health stay open, over both protocols
+        x = np.load(digits.build()["test_path"])["x_test"][:1]
+        inp = tg.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        assert grpc.infer(NAME, [inp]).as_numpy(grpc.get_model_metadata(NAME).outputs[0].name).shape[0] == 1
+        assert grpc.is_model_ready(NAME)
+    finally:
+        grpc.close()
+    client = th.InferenceServerClient(f"127.0.0.1:{ports[8000]}")
+    try:
+        hinp = th.InferInput("input", list(x.shape), "FP32")
+        hinp.set_data_from_numpy(x)
+        assert client.infer(NAME, [hinp]).get_response()["model_version"] == "1"
+        assert client.get_model_metadata(NAME)["name"] == NAME
+        index = client.get_model_repository_index(headers={TRITON_KEY_HEADER: TRITON_KEY})  # the agent's way
+    finally:
+        client.close()
+    assert index == [{"name": NAME, "version": "1", "state": "READY"}]
+    grpc = tg.InferenceServerClient(f"127.0.0.1:{ports[8001]}")
+    try:  # the right key over gRPC (the agent's loads go there)
+        assert grpc.get_model_config(NAME, headers={TRITON_GRPC_KEY_HEADER: TRITON_KEY}).config.name == NAME
+    finally:
+        grpc.close()
+    assert not marker.exists()
+    snap = http_json(pod["agent"], "GET", "/v1/model")[1]
+    assert snap["state"] == "Ready" and snap["loadedVersions"] == [1]  # the agent, with the key, still sees Triton

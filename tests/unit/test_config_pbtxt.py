@@ -33,3 +33,20 @@ def test_cpu_model_without_batching():
 def test_model_name_is_quoted_safely():
     spec = parse_spec("m", {"model": {"uri": "s3://b/m", "format": "onnx", "name": 'a"b'}})
     assert 'name: "a\\"b"' in render_config_pbtxt(spec)
+
+
+def test_docstring_examples():
+    import doctest
+
+    from modeldeploy.render import config_pbtxt
+
+    assert doctest.testmod(config_pbtxt).failed == 0
+
+
+def test_a_newline_in_a_warmup_name_stays_on_its_line():
+    spec = parse_spec("m", {"model": {"uri": "s3://b/m", "format": "onnx"},
+                            "serving": {"maxBatchSize": 2, "warmup": [
+                                {"name": 'x"\nname: "evil', "inputs": {"in": {"dataType": "FP32", "dims": [1]}}}]}})
+    text = render_config_pbtxt(spec)
+    assert '    name: "x\\"\\nname: \\"evil"\n' in text
+    assert text.count("\nname:") == 0 and text.startswith('name: "m"\n')

@@ -144,3 +144,22 @@ def test_warmup_samples_parse_as_model_warmup(dtype):
     spec = parse_spec("m", {"model": {"uri": "s3://b/m.onnx", "format": "onnx"},
                             "serving": {"maxBatchSize": 8, "warmup": warmup}})
     check(parsed(spec), spec)
+
+
+HOSTILE = ["line\nbreak", 'quo"te', "back\\slash", "tab\there", "cr\rx", "nul\x00x", "bell\x07", "del\x7f",
+           "Résumé-模型", "'single'", 'end"\nname: "injected', "\\n literal", "é\x01"]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_warmup_names_and_input_names_round_trip_whatever_they_hold(text):
+    """A newline (or any control character) in a warmup name or input name must not break config.pbtxt or
+    inject a field: escaped per the protobuf text format, it parses back to the same string."""
+    spec = parse_spec("m", {"model": {"uri": "s3://b/m.onnx", "format": "onnx"},
+                            "serving": {"maxBatchSize": 4, "warmup": [
+                                {"name": text, "inputs": {text: {"dataType": "FP32", "dims": [2]}}}]}})
+    config = parsed(spec)
+    check(config, spec)
+    assert config.model_warmup[0].name == text
+    assert list(config.model_warmup[0].inputs) == [text]
+    assert config.name == "m"  # nothing injected
+    assert all("\n" not in line[line.find('"'):] for line in render_config_pbtxt(spec).splitlines() if '"' in line)

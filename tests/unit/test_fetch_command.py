@@ -84,6 +84,44 @@ def test_unexpected_error_still_leaves_a_cause(tmp_path, monkeypatch):
     assert log.read_text() == "FetchError: unexpected KeyError: 'bug'\n"
 
 
+def test_credentials_never_reach_the_termination_log_or_stderr(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "log"
+    code = run("--uri", f"http://alice:PW0@127.0.0.1:{port}/m.onnx?X-Amz-Signature=SIG1", "--format", "onnx",
+               "--name", "m", "--version", "1", "--repository", str(tmp_path / "models"),
+               "--termination-log", str(log), "--timeout", "2")
+    assert code == 1
+    assert log.read_text().startswith(f"SourceError: GET http://127.0.0.1:{port}/m.onnx?…: ")
+    shown = log.read_text() + capsys.readouterr().err
+    assert "PW0" not in shown and "SIG1" not in shown and "alice" not in shown
+
+
+def test_an_unexpected_error_quoting_a_uri_is_redacted_too(tmp_path, monkeypatch, capsys):
+    from modeldeploy.fetch import layout
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("cannot open https://bob:PW1@h/m.onnx?sig=SIG2")
+
+    monkeypatch.setattr(layout, "fetch_model", boom)
+    log = tmp_path / "log"
+    code = run("--uri", "file:///x", "--format", "onnx", "--name", "m", "--version", "1",
+               "--termination-log", str(log))
+    assert code == 2
+    assert log.read_text() == "FetchError: unexpected RuntimeError: cannot open https://h/m.onnx?…\n"
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "PW1" not in err and "SIG2" not in err
+
+
+def test_every_termination_message_is_redacted(tmp_path):
+    log = tmp_path / "log"
+    assert termination.write_termination_log(str(log), "CompressError: dataset https://u:p@h/d.npz?sig=1: 403")
+    assert log.read_text() == "CompressError: dataset https://h/d.npz?…: 403\n"
+
+
 def test_termination_message_is_cut_to_what_the_kubelet_keeps(tmp_path):
     log = tmp_path / "log"
     assert termination.write_termination_log(str(log), "x" * 10_000)

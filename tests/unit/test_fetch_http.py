@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from modeldeploy.fetch.errors import ChecksumMismatch, SourceError
+from modeldeploy.fetch.errors import ChecksumMismatch, SourceError, TooLarge
 from modeldeploy.fetch.layout import FetchRequest, fetch_model
 from modeldeploy.fetch.transfer import Progress
 
@@ -41,6 +41,26 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Location", "/m.onnx")
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif path in ("/to-ftp", "/to-file", "/to-other-host"):
+            target = {"/to-ftp": "ftp://127.0.0.1/m.onnx", "/to-file": "file:///etc/passwd",
+                      "/to-other-host": f"http://localhost:{self.server.server_address[1]}/m.onnx"}[path]
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif path == "/liar.onnx":  # announces 1000 bytes, but sends the whole payload chunked (which wins)
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                for i in range(0, len(PAYLOAD), 65536):
+                    part = PAYLOAD[i:i + 65536]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                pass  # the client stopped reading (that is the test)
+            self.close_connection = True
         elif path == "/forbidden.onnx":
             self.send_error(403)
         elif path == "/truncated.onnx":
@@ -170,3 +190,50 @@ def test_progress_lines_for_a_long_download():
 def test_short_download_prints_only_the_summary(server, tmp_path):
     _, out = fetch(tmp_path, f"{server}/m.onnx")
     assert len(out.splitlines()) == 1
+
+
+@pytest.mark.parametrize("path, scheme", [("/to-ftp", "ftp"), ("/to-file", "file")])
+def test_redirects_only_to_http_or_https(server, tmp_path, path, scheme):
+    with pytest.raises(SourceError) as err:
+        fetch(tmp_path, f"{server}{path}")
+    assert str(err.value) == (f"GET {server}{path}: redirected to a {scheme}:// URL; only http:// and https:// "
+                              "redirects are followed")
+    assert leftovers(tmp_path) == ["digits"]
+
+
+def test_redirect_to_another_http_host_is_followed(server, tmp_path):
+    target, _ = fetch(tmp_path, f"{server}/to-other-host")
+    assert (target / "model.onnx").read_bytes() == PAYLOAD
+
+
+def test_https_to_http_downgrade_is_refused():
+    from modeldeploy.fetch.sources import check_redirect
+
+    check_redirect("https://a/m", "https://b/m")
+    check_redirect("http://a/m", "https://b/m")
+    with pytest.raises(SourceError, match="from https:// to http://"):
+        check_redirect("https://a/m", "http://b/m")
+
+
+@pytest.mark.parametrize("path", ["/m.onnx", "/chunked.onnx"])
+def test_size_limit_is_enforced_while_streaming(server, tmp_path, path):
+    with pytest.raises(TooLarge) as err:
+        fetch(tmp_path, f"{server}{path}", max_bytes=100_000)
+    assert "more than the limit of 100000 bytes (spec.model.maxBytes)" in str(err.value)
+    assert leftovers(tmp_path) == ["digits"]
+
+
+def test_a_content_length_over_the_limit_fails_before_reading(server, tmp_path):
+    with pytest.raises(TooLarge, match=f"GET {server}/m.onnx: {len(PAYLOAD)} bytes, more than the limit"):
+        fetch(tmp_path, f"{server}/m.onnx", max_bytes=len(PAYLOAD) - 1)
+
+
+def test_exactly_the_limit_is_fine(server, tmp_path):
+    target, _ = fetch(tmp_path, f"{server}/m.onnx", max_bytes=len(PAYLOAD))
+    assert (target / "model.onnx").read_bytes() == PAYLOAD
+
+
+def test_a_server_sending_more_than_it_announced_fails(server, tmp_path):
+    with pytest.raises(SourceError, match="the server sent more than the 1000 bytes it announced"):
+        fetch(tmp_path, f"{server}/liar.onnx")
+    assert leftovers(tmp_path) == ["digits"]

@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from modeldeploy.fetch import layout
-from modeldeploy.fetch.errors import ChecksumMismatch, LayoutError, SourceError
+from modeldeploy.fetch.errors import ChecksumMismatch, LayoutError, SourceError, TooLarge
 from modeldeploy.fetch.layout import FetchRequest, fetch_model
 
 PAYLOAD = b"\x08\x07onnx-model-bytes" * 1000
@@ -257,3 +257,86 @@ def test_bad_requests_fail_before_any_io(repo, model_file, kwargs, says):
     with pytest.raises(FetchError, match=says):
         fetch(repo, f"file://{model_file}", **kwargs)
     assert tree(repo) == []
+
+
+# --- symbolic links and size limits ---------------------------------------------------------------------
+
+def test_symlink_out_of_the_source_folder_is_refused(repo, tmp_path):
+    src = tmp_path / "src"
+    (src / "1").mkdir(parents=True)
+    (src / "1" / "model.onnx").write_bytes(PAYLOAD)
+    (src / "etc").symlink_to("/etc")
+    with pytest.raises(SourceError) as err:
+        fetch(repo, f"file://{src}")
+    assert str(err.value) == (f"file://{src}: etc is a symbolic link to a path outside the model folder; "
+                              "refusing to follow it")
+    assert tree(repo) == ["digits"]
+
+
+def test_symlinked_file_out_of_the_source_folder_is_refused(repo, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cr3t")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.onnx").write_bytes(PAYLOAD)
+    (src / "sub").mkdir()
+    (src / "sub" / "key").symlink_to(secret)
+    with pytest.raises(SourceError, match="sub/key is a symbolic link to a path outside the model folder"):
+        fetch(repo, f"file://{src}")
+    assert "s3cr3t" not in "".join(p.read_text(errors="ignore") for p in repo.rglob("*") if p.is_file())
+
+
+def test_symlinks_inside_the_source_folder_are_followed(repo, tmp_path):
+    src = tmp_path / "src"
+    (src / "blobs").mkdir(parents=True)
+    (src / "blobs" / "abc").write_bytes(PAYLOAD)
+    (src / "model.onnx").symlink_to("blobs/abc")
+    target, _ = fetch(repo, f"file://{src}")
+    assert (target / "model.onnx").read_bytes() == PAYLOAD
+    assert not (target / "model.onnx").is_symlink()
+
+
+def test_a_symlink_loop_is_refused(repo, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.onnx").write_bytes(PAYLOAD)
+    (src / "loop").symlink_to(".")
+    with pytest.raises(SourceError, match="loop is a symbolic link to a folder it is in"):
+        fetch(repo, f"file://{src}")
+
+
+def test_pvc_symlink_out_of_the_claim_is_refused(repo, tmp_path):
+    mount = tmp_path / "mnt" / "store"
+    (mount / "m").mkdir(parents=True)
+    (mount / "m" / "model.onnx").symlink_to("/etc/hostname")
+    with pytest.raises(SourceError, match="m/model.onnx is a symbolic link to a path outside the claim"):
+        fetch(repo, "pvc://store/m/model.onnx", pvc_root=str(tmp_path / "mnt"))
+    with pytest.raises(SourceError, match="model.onnx is a symbolic link to a path outside the claim"):
+        fetch(repo, "pvc://store/m/", pvc_root=str(tmp_path / "mnt"))
+
+
+def test_pvc_symlink_within_the_claim_is_followed(repo, tmp_path):
+    mount = tmp_path / "mnt" / "store"
+    (mount / "blobs").mkdir(parents=True)
+    (mount / "blobs" / "x").write_bytes(PAYLOAD)
+    (mount / "m").mkdir()
+    (mount / "m" / "model.onnx").symlink_to("../blobs/x")
+    target, _ = fetch(repo, "pvc://store/m/model.onnx", pvc_root=str(tmp_path / "mnt"))
+    assert (target / "model.onnx").read_bytes() == PAYLOAD
+
+
+def test_size_limit_counts_every_file_of_a_folder(repo, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.onnx").write_bytes(PAYLOAD)
+    (src / "extra.bin").write_bytes(PAYLOAD)
+    with pytest.raises(TooLarge, match=f"more than the limit of {len(PAYLOAD) + 10} bytes"):
+        fetch(repo, f"file://{src}", max_bytes=len(PAYLOAD) + 10)
+    assert tree(repo) == ["digits"]
+    target, _ = fetch(repo, f"file://{src}", max_bytes=2 * len(PAYLOAD))
+    assert (target / "extra.bin").read_bytes() == PAYLOAD
+
+
+def test_size_limit_of_a_single_file(repo, model_file):
+    with pytest.raises(TooLarge, match=f"{len(PAYLOAD)} bytes, more than the limit of 10 bytes"):
+        fetch(repo, f"file://{model_file}", max_bytes=10)

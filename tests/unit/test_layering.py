@@ -1,6 +1,6 @@
 """Dependencies point one way: the import contracts in .importlinter hold (import-linter, as kopf uses).
 
-The contracts: handlers -> reconcile -> adapters -> policy -> render -> api as layers; the pure layers
+The contracts: handlers -> reconcile -> adapters -> (policy, render) -> api as layers; the pure layers
 (api, render, policy) import nothing that does I/O (Kubernetes, Prometheus and Triton clients, urllib,
 http, socket, subprocess, threading), directly or through another module; only the handlers import Kopf.
 """
@@ -18,7 +18,7 @@ def lint_imports(root: Path) -> subprocess.CompletedProcess:
     """``lint-imports`` over the package under ``root/operator`` with ``root/.importlinter``."""
     binary = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or "lint-imports"
     env = {**os.environ, "PYTHONPATH": str(root / "operator")}
-    return subprocess.run([binary, "--config", str(root / ".importlinter"), "--no-cache"], cwd=root, env=env,
+    return subprocess.run([binary, str(root / ".importlinter"), "--no-cache"], cwd=root, env=env,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -52,3 +52,32 @@ def test_messages_name_the_pod_and_the_cause():
 def test_body_sent_to_the_agent():
     assert WANT.body() == {"uri": "s3://b/v2/model.onnx", "version": 2, "sha256": "b" * 64}
     assert p.Desired("s3://x", 3).body() == {"uri": "s3://x", "version": 3}
+
+
+def test_body_carries_the_generation_when_known():
+    assert p.Desired("s3://x", 3, generation=12).body() == {"uri": "s3://x", "version": 3, "generation": 12}
+
+
+PRESIGNED_V2 = "https://h/v2/model.onnx?X-Amz-Signature=NEW"
+
+
+def seen(uri, version=2):
+    """What an agent shows of a served uri: redacted, with the fingerprint of the whole uri."""
+    from modeldeploy.api.redact import redact_uri, uri_fingerprint
+
+    return {"version": version, "uri": redact_uri(uri), "sha256": None, "uriFingerprint": uri_fingerprint(uri)}
+
+
+def test_redacted_reports_are_compared_by_fingerprint():
+    want = p.Desired(PRESIGNED_V2, 2)
+    done = p.plan(want, [rep("a", seen(PRESIGNED_V2))])
+    assert done.done and done.serving == 1
+    # the same path, another signature: not the desired files (the redacted uris look the same)
+    other = p.plan(want, [rep("a", seen("https://h/v2/model.onnx?X-Amz-Signature=OLD"))])
+    assert not other.done and other.restart
+
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(p).failed == 0

@@ -99,12 +99,22 @@ def test_kwok_patch_overrides_manage_all_nodes_in_place():
 
 # --- plan: the operator's Triton pod -----------------------------------------------------------------
 
+AGENT_SECRET = {"metadata": {"name": "digits-agent-keys"},
+                "data": {"token": base64.b64encode(b"t0ken").decode(), "triton-key": base64.b64encode(b"k3y").decode()}}
+
+
 def test_operator_triton_pod_becomes_the_wheel_tritonserver_on_remapped_ports():
     pod, cm = operator_pod()
     ports = plan.assign_ports(plan.wanted_ports(pod), None, iter([41000, 41001, 41002, 41009]))
     assert ports == {8000: 41000, 8001: 41001, 8002: 41002, 8009: 41009}  # Triton's three and the agent's
     triton_c = pod["spec"]["containers"][0]
-    p = plan.plan_container(CONFIG, pod, triton_c, ports, lookup_from({("ConfigMap", cm["metadata"]["name"]): cm}))
+    p = plan.plan_container(CONFIG, pod, triton_c, ports, lookup_from({("ConfigMap", cm["metadata"]["name"]): cm,
+                                                                       ("Secret", "digits-agent-keys"): AGENT_SECRET}))
+    # $(VAR) in the arguments is expanded from the container's environment, as the kubelet does: Triton's
+    # control API is restricted with the Secret's key, not with the literal "$(...)"
+    assert ("--http-restricted-api=model-repository,model-config,shared-memory,trace,logging:"
+            "modeldeploy-triton-key=k3y") in p.argv
+    assert not any("$(" in a for a in p.argv)
     repo = "/r/pods/default_digits-stable-xyz_01234567/volumes/model-repository"
     assert p.argv[0] == "/w/bin/tritonserver"
     assert f"--model-repository={repo}" in p.argv
@@ -118,6 +128,14 @@ def test_operator_triton_pod_becomes_the_wheel_tritonserver_on_remapped_ports():
     assert all(m.container_path != "/dev/shm" for m in p.mounts)
     assert p.env["HOSTNAME"] == "digits-stable-xyz" and p.env["PATH"] == "/v/bin:/usr/bin"
     assert repo in p.folders
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("--k=$(A)", "--k=1"), ("$(A)$(B)", "12"), ("$(MISSING)", "$(MISSING)"), ("$$(A)", "$(A)"), ("$$$(A)", "$1"),
+    ("$(A", "$(A"), ("cost $5", "cost $5"), ("$", "$"), ("$()", "$()"), ("a$(A)b", "a1b"),
+])
+def test_env_references_expand_as_the_kubelet_expands_them(text, expected):
+    assert plan.expand_env_refs(text, {"A": "1", "B": "2"}) == expected
 
 
 def test_init_container_of_modeldeploy_image_runs_python_module_with_host_paths():

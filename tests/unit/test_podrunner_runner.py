@@ -161,8 +161,8 @@ def test_operator_pod_runs_and_is_ready_only_when_triton_answers(setup):
     api.pods[("default", pod["metadata"]["name"])] = pod
     api.configmaps[("default", cm["metadata"]["name"])] = cm
     api.configmaps[("default", source["metadata"]["name"])] = source
-    api.configmaps[("default", "digits-agent-token")] = {"metadata": {"name": "digits-agent-token"},
-                                                         "data": {"token": "dDBrZW4="}}
+    api.configmaps[("default", "digits-agent-keys")] = {"metadata": {"name": "digits-agent-keys"},
+                                                        "data": {"token": "dDBrZW4=", "triton-key": "azN5"}}
     runner.register_node()
     assert "kwok.x-k8s.io/node" not in api.nodes["local-0"]["metadata"]["annotations"]
     assert api.nodes["local-0"]["status"]["conditions"][-1]["type"] == "Ready"
@@ -205,8 +205,8 @@ def test_failed_fetch_shows_init_error_with_the_fetchers_message(setup):
     api.pods[("default", pod["metadata"]["name"])] = pod
     api.configmaps[("default", cm["metadata"]["name"])] = cm
     api.configmaps[("default", source["metadata"]["name"])] = source
-    api.configmaps[("default", "digits-agent-token")] = {"metadata": {"name": "digits-agent-token"},
-                                                         "data": {"token": "dDBrZW4="}}
+    api.configmaps[("default", "digits-agent-keys")] = {"metadata": {"name": "digits-agent-keys"},
+                                                        "data": {"token": "dDBrZW4=", "triton-key": "azN5"}}
     stored = lambda: api.pods[("default", "digits-stable-abc")]  # noqa: E731
 
     def failed_twice():

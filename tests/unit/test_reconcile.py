@@ -24,7 +24,7 @@ def test_first_reconcile_reads_once_per_child_then_applies_in_order_and_writes_s
     # a cache miss is checked once (is the name taken by someone else's object?), then applied
     assert requests == [("get", "Secret"), ("apply", "Secret"), ("get", "ConfigMap"), ("apply", "ConfigMap"),
                         ("get", "Deployment"), ("apply", "Deployment"), ("get", "Service"), ("apply", "Service")]
-    assert cluster.kube.ops("create_secret") == [("create_secret", "m-agent-token")]
+    assert cluster.kube.ops("create_secret") == [("create_secret", "m-agent-keys")]
     assert result.written and result.status["phase"] == "Ready"
     assert cluster.kube.ops("patch_status") == [("patch_status", "m")]
 
@@ -77,7 +77,7 @@ def test_a_child_the_api_server_rejects_stalls_with_its_message_and_is_not_retri
 
 
 @pytest.mark.parametrize("kind,name", [("Service", "m"), ("ConfigMap", None), ("Secret", "m-stable-model"),
-                                       ("Secret", "m-agent-token")])
+                                       ("Secret", "m-agent-keys")])
 def test_an_object_that_is_not_ours_is_never_taken_over(kind, name):
     cluster = Cluster()
     if name is None:  # the config ConfigMap of the revision the spec renders to
@@ -176,3 +176,14 @@ def test_the_agent_token_secret_is_made_when_pods_are_coming_not_on_every_reconc
 def test_a_deleted_model_deployment_is_gone():
     cluster = Cluster()
     assert cluster.reconciler.reconcile("ns", "nothing").gone
+
+
+def test_a_presigned_url_shows_redacted_in_status_and_a_second_reconcile_changes_nothing():
+    cluster = Cluster()
+    signed = "https://store.example.com/m.onnx?X-Amz-Signature=s3cr3t&X-Amz-Expires=600"
+    result = cluster.reconcile(md(model={"uri": signed, "format": "onnx"}))
+    assert result.status["model"]["uri"] == "https://store.example.com/m.onnx?…"
+    assert "s3cr3t" not in str(result.status)
+    cluster.kube.calls.clear()
+    again = cluster.reconciler.reconcile("ns", "m")  # compared by fingerprint: no swap, no write
+    assert not again.written and cluster.kube.calls == []

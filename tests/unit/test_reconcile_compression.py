@@ -50,13 +50,23 @@ def _job_name(b):
     return r.job_name(compression_key(parse_spec("m", b["spec"]), OPTIONS))
 
 
-def finished(summary, failed=False):
+def job_pod(job, message, exit_code=0, owner_uid=None):
+    """A pod of ``job`` as the Job controller makes it (controller reference to the Job's uid)."""
+    return {"metadata": {"creationTimestamp": "t", "ownerReferences": [
+                {"apiVersion": "batch/v1", "kind": "Job", "name": job["metadata"]["name"],
+                 "uid": owner_uid or job["metadata"]["uid"], "controller": True}]},
+            "status": {"containerStatuses": [{"name": "compress", "state": {
+                "terminated": {"exitCode": exit_code, "message": message}}}]}}
+
+
+def finished(summary, failed=False, uid="u"):
+    """The Job this operator created for body(uid=uid), finished with ``summary``, and its pod."""
+    cl = cluster()
+    cl.reconcile(body(uid=uid))
+    (job,) = cl.kube.of_kind("Job")
     cond = {"type": "Failed" if failed else "Complete", "status": "True", "reason": "PodFailurePolicy" if failed else ""}
-    job = {"metadata": {"name": JOB, "namespace": "ns", "annotations": {c.ANNOTATION_OWNER: "m"},
-                        "labels": {c.LABEL_MANAGED_BY: c.MANAGED_BY}}, "status": {"conditions": [cond]}}
-    pod = {"metadata": {"creationTimestamp": "t"}, "status": {"containerStatuses": [{"name": "compress", "state": {
-        "terminated": {"exitCode": 3 if failed else 0, "message": json.dumps(summary)}}}]}}
-    return job, [pod]
+    job["status"] = {"conditions": [cond]}
+    return job, [job_pod(job, json.dumps(summary), 3 if failed else 0)]
 
 
 def cond(status, ctype):
@@ -90,7 +100,9 @@ def test_first_reconcile_starts_the_job_and_serves_nothing_yet():
 
 
 def test_a_running_job_is_followed_not_created_again():
-    cl = cluster(job={"metadata": {"name": JOB, "namespace": "ns"}, "status": {"active": 1}})
+    job, _ = finished(CHOSEN)
+    job["status"] = {"active": 1}
+    cl = cluster(job=job)
     cl.reconcile(body())
     assert not cl.kube.ops("create_job")
 
@@ -115,13 +127,15 @@ def test_a_chosen_variant_is_recorded_then_rolled_out_from_the_store():
     assert result.compression_job is None
 
 
-def test_a_cached_result_needs_no_job_and_says_whose_it_was():
-    job, pods = finished(CHOSEN)
+def test_a_cached_result_needs_no_job_run_and_says_whose_it_was():
+    job, pods = finished(CHOSEN, uid="producer")
     first = cluster(job=job, job_pods=pods)
     result = first.reconcile(body(uid="producer"))
     record = applied(first, "ConfigMap", r.cache_name(result.status["compression"]["key"]))
+    assert record["metadata"]["ownerReferences"] == [{"apiVersion": "batch/v1", "kind": "Job",
+                                                      "name": job["metadata"]["name"], "uid": job["metadata"]["uid"]}]
     for uid, cached in (("producer", False), ("someone-else", True)):
-        cl = cluster(cache=record)
+        cl = cluster(cache=record, job=job)  # the Job is kept: it vouches for the record
         result = cl.reconcile(body(uid=uid))
         assert not cl.kube.ops("create_job")
         assert result.status["compression"]["cached"] is cached
@@ -176,3 +190,79 @@ def test_names_are_content_addressed():
     cl = cluster()
     key = cl.reconcile(body()).status["compression"]["key"]
     assert ("Job", "ns", r.job_name(key)) in cl.kube.objects
+
+
+def forged_record(key, summary, owner_uid=None):
+    """A cache record written by someone who can create ConfigMaps (the key is computable from public inputs)."""
+    meta = {"name": r.cache_name(key), "namespace": "ns", "labels": {c.LABEL_MANAGED_BY: c.MANAGED_BY},
+            "annotations": {c.ANNOTATION_COMPRESSION_KEY: key, c.ANNOTATION_PRODUCER: "u/1"}}
+    if owner_uid:
+        meta["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": r.job_name(key), "uid": owner_uid}]
+    return {"metadata": meta, "data": {r.CACHE_DATA_KEY: json.dumps(summary)}}
+
+
+def key_of(b=None):
+    return cluster().reconcile(b or body()).status["compression"]["key"]
+
+
+@pytest.mark.parametrize("case", ["no Job behind it", "a Job of another uid", "a path outside the key",
+                                  "a path with ..", "unknown fields"])
+def test_a_forged_cache_record_is_not_trusted(case):
+    key = key_of()
+    evil = {**CHOSEN, "file": "selected/model.onnx"}
+    job = None
+    if case == "no Job behind it":
+        record = forged_record(key, evil)
+    elif case == "a Job of another uid":
+        job, _ = finished(CHOSEN)
+        record = forged_record(key, evil, owner_uid="someone-elses-job")
+    else:
+        job, _ = finished(CHOSEN)
+        change = {"a path outside the key": {"file": "../other/selected/model.onnx"},
+                  "a path with ..": {"file": "selected/../../etc/model.onnx"},
+                  "unknown fields": {"evil": "x", "baseline": {"sizeBytes": 1, "injected": {"a": 1}}}}[case]
+        record = forged_record(key, {**CHOSEN, **change}, owner_uid=job["metadata"]["uid"])
+    cl = cluster(cache=record, job=job)
+    status = cl.reconcile(body()).status
+    if case == "unknown fields":  # trusted (our Job vouches), but only known, bounded fields reach status
+        assert status["compression"]["baseline"] == {"sizeBytes": 1}
+        assert "evil" not in json.dumps(status)
+        return
+    # the record is not trusted: nothing is rolled out from it, no path from it reaches any object
+    assert kinds(cl) == [] and status["compression"]["state"] != "Succeeded"
+    if case == "no Job behind it":
+        assert cl.kube.ops("create_job")  # the operator runs its own Job instead
+        assert status["compression"]["state"] == "Running"
+
+
+def test_the_served_path_is_always_selected_model_onnx_under_the_key():
+    job, pods = finished(CHOSEN)
+    result = cluster(job=job, job_pods=pods).reconcile(body())
+    key = result.status["compression"]["key"]
+    assert result.status["model"]["uri"] == f"pvc://store/{key}/selected/model.onnx"
+
+
+def test_a_termination_message_with_a_bad_path_is_a_failure_not_a_result():
+    job, _ = finished(CHOSEN)
+    cl = cluster(job=job, job_pods=[job_pod(job, json.dumps({**CHOSEN, "file": "../../x/model.onnx"}))])
+    result = cl.reconcile(body())
+    assert result.status["compression"]["state"] == "Failed"
+    assert "file: must be selected/model.onnx" in result.status["compression"]["message"]
+    assert kinds(cl) == []  # nothing recorded, nothing rolled out
+
+
+def test_pods_that_are_not_the_jobs_own_are_ignored():
+    job, _ = finished(CHOSEN)
+    result = cluster(job=job, job_pods=[job_pod(job, json.dumps(CHOSEN), owner_uid="not-the-job")]).reconcile(body())
+    assert result.status["compression"]["state"] == "Failed"
+    assert "its pod is gone" in result.status["compression"]["message"]
+
+
+def test_a_job_this_operator_did_not_create_is_not_followed():
+    job, pods = finished(CHOSEN)
+    job["metadata"]["ownerReferences"] = []  # e.g. created by hand under the computable name
+    cl = cluster(job=job, job_pods=pods)
+    result = cl.reconcile(body())
+    assert result.status["compression"]["state"] == "Failed"
+    assert "was not created by modeldeploy" in result.status["compression"]["message"]
+    assert kinds(cl) == []

@@ -2,6 +2,7 @@
 
 from modeldeploy.adapters.agent import AgentError
 from modeldeploy.api import constants as c
+from modeldeploy.api.redact import uri_fingerprint
 
 from .fakes import Cluster
 
@@ -60,7 +61,8 @@ def test_a_version_change_keeps_the_revision_and_swaps_pods_one_at_a_time():
     change_model(cluster, V2)
     first = cluster.reconciler.reconcile("ns", "m")
     assert first.status["currentRevision"] == revision  # no rolling update
-    assert agents.puts == [("http://10.0.0.1:8009", {"uri": V2["uri"], "version": 2})]
+    # bound to the ModelDeployment's generation: the agent refuses a replay of an older command
+    assert agents.puts == [("http://10.0.0.1:8009", {"uri": V2["uri"], "version": 2, "generation": 2})]
     assert first.status["phase"] == c.PHASE_PROGRESSING and first.requeue_after
     assert first.status["model"]["version"] == 1  # confirmed served: still the old one
     assert first.status["modelSwap"]["podsServing"] == 0 and first.status["modelSwap"]["pods"] == 2
@@ -75,7 +77,8 @@ def test_a_version_change_keeps_the_revision_and_swaps_pods_one_at_a_time():
     assert agents.puts[-1][0] == "http://10.0.0.2:8009"
     third = cluster.reconciler.reconcile("ns", "m")
     assert third.status["phase"] == c.PHASE_READY and third.requeue_after is None
-    assert third.status["model"] == {"name": "m", "version": 2, "uri": V2["uri"]}
+    assert third.status["model"] == {"name": "m", "version": 2, "uri": V2["uri"],
+                                     "uriFingerprint": uri_fingerprint(V2["uri"])}
     assert cluster.md()["status"].get("modelSwap") is None  # removed from the stored status (merge patch)
     gets = agents.gets
     fourth = cluster.reconciler.reconcile("ns", "m")

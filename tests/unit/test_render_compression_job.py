@@ -100,8 +100,10 @@ def test_gpu_job_follows_spec_placement_and_tolerates_gpu_nodes():
 
 def test_served_spec_points_serving_pods_at_the_store():
     owner, spec = load("digits-prune-int8")
-    served = r.served_spec(spec, "k" * 64, {"file": "selected/model.onnx", "sha256": "ab" * 32})
-    assert served.model.uri == f"pvc://model-store/{'k' * 64}/selected/model.onnx"
+    served = r.served_spec(spec, "c" * 64, {"file": "evil/../../x.onnx", "sha256": "ab" * 32})
+    assert served.model.uri == f"pvc://model-store/{'c' * 64}/selected/model.onnx"  # never a path from the result
+    with pytest.raises(ValueError, match="is not a SHA-256"):
+        r.served_uri(spec, "../" + "c" * 61)
     assert (served.model.sha256, served.model.credentials_secret, served.model.name) == ("ab" * 32, None, "digits")
     deployment = render_children(owner, served, "rev", OPTIONS)[3]
     pod = deployment["spec"]["template"]["spec"]
@@ -109,10 +111,12 @@ def test_served_spec_points_serving_pods_at_the_store():
         in pod["volumes"]
 
 
-def test_cache_record_has_no_owner_and_the_whole_key():
+def test_cache_record_is_owned_by_its_job_and_has_the_whole_key():
     owner, _ = load("digits-prune-int8")
-    cm = r.render_cache_record(owner, 4, "k" * 64, {"status": "chosen"})
-    assert "ownerReferences" not in cm["metadata"]
+    job = {"metadata": {"name": r.job_name("k" * 64), "uid": "job-uid"}}
+    cm = r.render_cache_record(owner, 4, "k" * 64, {"status": "chosen"}, job)
+    assert cm["metadata"]["ownerReferences"] == [{"apiVersion": "batch/v1", "kind": "Job",
+                                                  "name": r.job_name("k" * 64), "uid": "job-uid"}]
     assert cm["metadata"]["annotations"] == {c.ANNOTATION_COMPRESSION_KEY: "k" * 64,
                                              c.ANNOTATION_PRODUCER: f"{owner.uid}/4"}
     assert cm["data"] == {"summary.json": '{"status":"chosen"}'}

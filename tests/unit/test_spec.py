@@ -138,3 +138,49 @@ def test_warmup_errors_name_the_field(serving, field):
     with pytest.raises(SpecError) as err:
         parse_spec("m", spec_with(serving=serving))
     assert err.value.field == field
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, 64 * 2**30), (1, 1), (5_000_000, 5_000_000), ("20Gi", 20 * 2**30), ("500M", 500_000_000),
+    ("1.5Gi", 3 * 2**29), ("2k", 2000), ("7", 7),
+])
+def test_max_bytes_is_parsed_with_a_default(value, expected):
+    model = {"uri": "s3://b/m", "format": "onnx", **({} if value is None else {"maxBytes": value})}
+    assert parse_spec("m", {"model": model}).model.max_bytes == expected
+
+
+@pytest.mark.parametrize("value", ["lots", "10 Gi", "-1", 0, True, "1.5X", [1]])
+def test_bad_max_bytes_names_the_field(value):
+    with pytest.raises(SpecError) as err:
+        parse_spec("m", {"model": {"uri": "s3://b/m", "format": "onnx", "maxBytes": value}})
+    assert err.value.field == "spec.model.maxBytes"
+
+
+def test_topology_spread_absent_empty_or_given():
+    base = {"model": {"uri": "s3://b/m", "format": "onnx"}}
+    assert parse_spec("m", base).placement.topology_spread is None
+    assert parse_spec("m", {**base, "placement": {"topologySpreadConstraints": []}}).placement.topology_spread == ()
+    zone = {"maxSkew": 2, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule"}
+    spread = parse_spec("m", {**base, "placement": {"topologySpreadConstraints": [zone]}}).placement.topology_spread
+    assert spread == (zone,)
+
+
+def test_docstring_examples():
+    import doctest
+
+    from modeldeploy.api import spec as spec_module
+
+    assert doctest.testmod(spec_module).failed == 0
+
+
+@pytest.mark.parametrize("uri", ["https://alice:PW@h/m.onnx", "http://alice@h/m.onnx", "s3://AK:SK@bucket/m.onnx"])
+def test_credentials_in_the_uri_are_refused_without_repeating_them(uri):
+    with pytest.raises(SpecError) as err:
+        parse_spec("m", {"model": {"uri": uri, "format": "onnx"}})
+    assert err.value.field == "spec.model.uri" and "spec.model.credentialsSecret" in str(err.value)
+    assert "PW" not in str(err.value) and "alice" not in str(err.value) and "SK" not in str(err.value)
+
+
+@pytest.mark.parametrize("uri", ["https://h/m.onnx?X-Amz-Signature=abc", "gs://b/a@b/m.onnx", "https://h/p@x/m"])
+def test_an_at_sign_after_the_host_is_not_credentials(uri):
+    assert parse_spec("m", {"model": {"uri": uri, "format": "onnx"}}).model.uri == uri

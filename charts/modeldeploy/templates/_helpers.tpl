@@ -77,7 +77,8 @@ Widening any of these fails tests/unit/test_chart.py on purpose.
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Secrets: the model source of each Deployment (<deployment>-model, applied) and the agent token
-# (<name>-agent-token, created once, read when an agent is told to swap). Secrets are not watched.
+# (<name>-agent-keys: the agents' token and the Triton control key, created once, read when an agent is
+# told to swap). Secrets are not watched.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "patch"]

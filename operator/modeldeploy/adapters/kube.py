@@ -19,6 +19,7 @@ from typing import Any, Mapping
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from modeldeploy.api import agent_auth
 from modeldeploy.api import constants as c
 
 from modeldeploy import __version__
@@ -217,13 +218,16 @@ class Kube:
         return existing
 
     def create_secret_token(self, namespace: str, name: str, key: str, owner_reference: Mapping[str, Any],
-                            labels: Mapping[str, str]) -> bool:
-        """Create Secret ``name`` holding a random token under ``key``, unless it exists (one request);
-        True when created. Never re-applied: a re-apply would rotate the token under running pods."""
+                            labels: Mapping[str, str],
+                            extra_keys: tuple[str, ...] = (agent_auth.TRITON_KEY_SECRET_KEY,)) -> bool:
+        """Create Secret ``name`` holding a random token under ``key`` and under each of ``extra_keys``
+        (by default Triton's control-API key, which the serving pods need next to the agent's token),
+        unless it exists (one request); True when created. Never re-applied: a re-apply would rotate
+        the keys under running pods."""
         body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                 "metadata": {"name": name, "namespace": namespace, "labels": dict(labels),
                              "ownerReferences": [dict(owner_reference)]},
-                "stringData": {key: secrets.token_urlsafe(32)}}
+                "stringData": {k: secrets.token_urlsafe(32) for k in (key, *extra_keys)}}
         try:
             self._call("create", _describe(body), self.core.create_namespaced_secret, namespace, body,
                        field_manager=self.field_manager)

@@ -47,16 +47,25 @@ def register(subparsers) -> None:
                    help="JSON {uri, version, sha256} of the model the init container fetched; replaces "
                         "--uri/--version/--sha256 (the operator mounts it from the Secret <deployment>-model)")
     p.add_argument("--pvc-mount", metavar="PATH", help="where the claim of a pvc:// URI is mounted")
+    p.add_argument("--token-file", metavar="PATH",
+                   help="the operator's token (the mounted Secret's key), re-read on every PUT; PUTs must be "
+                        "signed with it (api/agent_auth.py). Without it, env MODELDEPLOY_AGENT_TOKEN; with "
+                        "neither, PUT is open (development only)")
+    from modeldeploy.fetch.command import add_max_bytes_argument
+
+    add_max_bytes_argument(p)
     add_termination_log_argument(p)
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from modeldeploy.agent.api import TOKEN_ENV, AgentServer
+    from modeldeploy.agent.api import TOKEN_ENV, AgentServer, TokenSource
     from modeldeploy.agent.repository import ModelRepository
     from modeldeploy.agent.swap import Origin, Swapper, Timeouts
     from modeldeploy.agent.triton import TritonAdapter
+    from modeldeploy.api.agent_auth import TRITON_KEY_ENV
+    from modeldeploy.api.redact import install_log_redaction
 
     from modeldeploy.fetch.source_file import SourceFileError, apply_source_file
 
@@ -66,13 +75,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"AgentError: {err}", file=sys.stderr, flush=True)  # still serve: the origin is only a label
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    triton = TritonAdapter(args.triton_url, args.triton_grpc_url or None, load_timeout=args.load_timeout)
+    install_log_redaction()
+    triton = TritonAdapter(args.triton_url, args.triton_grpc_url or None, load_timeout=args.load_timeout,
+                           key=os.environ.get(TRITON_KEY_ENV) or None)
     repository = ModelRepository(Path(args.repository), args.name, args.format,
-                                 fetch_timeout=args.fetch_timeout, pvc_mount=args.pvc_mount)
+                                 fetch_timeout=args.fetch_timeout, pvc_mount=args.pvc_mount,
+                                 max_bytes=args.max_bytes)
     swapper = Swapper(args.name, triton, repository, origin=Origin(args.uri, args.sha256, args.version),
                       timeouts=Timeouts(ready=args.load_timeout))
     try:
-        server = AgentServer((args.address, args.port), swapper, token=os.environ.get(TOKEN_ENV))
+        server = AgentServer((args.address, args.port), swapper,
+                             tokens=TokenSource(static=os.environ.get(TOKEN_ENV), path=args.token_file))
     except OSError as err:
         message = f"AgentError: cannot listen on {args.address}:{args.port}: {err.strerror or err}"
         print(message, file=sys.stderr, flush=True)
@@ -89,8 +102,11 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     logging.getLogger("modeldeploy.agent").info(
-        "agent for model %s listening on %s:%s (Triton %s, loads over %s)", args.name, args.address,
-        server.server_address[1], args.triton_url, f"gRPC {triton.grpc_url}" if triton.grpc_url else "HTTP")
+        "agent for model %s listening on %s:%s (Triton %s, loads over %s; PUT %s; Triton's control API %s)",
+        args.name, args.address, server.server_address[1], args.triton_url,
+        f"gRPC {triton.grpc_url}" if triton.grpc_url else "HTTP",
+        "signed with the token" if server.require_auth else "OPEN (no token configured)",
+        "called with its key" if triton.key else "called without a key")
     try:
         server.serve_forever(poll_interval=0.5)
     finally:

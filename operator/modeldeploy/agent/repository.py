@@ -33,13 +33,14 @@ class ModelRepository:
     """The :class:`~modeldeploy.agent.swap.Repository` port on a local folder."""
 
     def __init__(self, root: Path, name: str, fmt: str, *, fetch_timeout: float = 60.0,
-                 pvc_mount: str | None = None, out: TextIO | None = None):
+                 pvc_mount: str | None = None, out: TextIO | None = None, max_bytes: int | None = None):
         self.root = Path(root)
         self.name = name
         self.format = fmt
         self.model_dir = self.root / name
         self.fetch_timeout = fetch_timeout
         self.pvc_mount = pvc_mount
+        self.max_bytes = max_bytes
         self.out = out if out is not None else sys.stdout
 
     def version_dir(self, version: int) -> Path:
@@ -50,7 +51,8 @@ class ModelRepository:
 
         request = FetchRequest(uri=ref.uri or "", format=self.format, name=self.name, version=ref.version,
                                repository=self.root, sha256=ref.sha256)
-        fetch_model(request, out=self.out, timeout=self.fetch_timeout, pvc_mount=self.pvc_mount)
+        fetch_model(request, out=self.out, timeout=self.fetch_timeout, pvc_mount=self.pvc_mount,
+                    max_bytes=self.max_bytes)
         return self.sha256(ref.version)
 
     def prepare(self, version: int) -> None:

@@ -9,6 +9,10 @@ the gRPC port when ``tritonclient[grpc]`` is installed and a gRPC address is giv
 
 A client is created per call: tritonclient's HTTP client is gevent-based and must not be shared
 between threads, and the agent calls Triton a few times per swap, not per request.
+
+Triton's control API (repository index, model config, load) is restricted in the serving pod to
+requests carrying a key header (api/agent_auth.py): the agent, the only holder of the key besides
+Triton, sends it on every call of those groups.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 from typing import Any
 
 from modeldeploy.agent.swap import TritonError, VersionStates
+from modeldeploy.api.agent_auth import TRITON_GRPC_KEY_HEADER, TRITON_KEY_HEADER
 
 log = logging.getLogger("modeldeploy.agent")
 
@@ -32,7 +37,7 @@ def grpc_available() -> bool:
 
 class TritonAdapter:
     def __init__(self, http_url: str, grpc_url: str | None = None, *, load_timeout: float = 600.0,
-                 timeout: float = 10.0):
+                 timeout: float = 10.0, key: str | None = None):
         self.http_url = http_url
         self.grpc_url = grpc_url if grpc_url and grpc_available() else None
         if grpc_url and not self.grpc_url:
@@ -40,6 +45,10 @@ class TritonAdapter:
                         "HTTP inference requests while a model loads")
         self.load_timeout = load_timeout
         self.timeout = timeout
+        self.key = key
+        #: Headers (HTTP) and metadata (gRPC) for Triton's restricted API groups.
+        self.headers = {TRITON_KEY_HEADER: key} if key else None
+        self.grpc_headers = {TRITON_GRPC_KEY_HEADER: key} if key else None
 
     def _http(self, network_timeout: float | None = None):
         import tritonclient.http as th
@@ -52,7 +61,7 @@ class TritonAdapter:
 
         client = self._http()
         try:
-            index = client.get_model_repository_index()
+            index = client.get_model_repository_index(headers=self.headers)
         except (InferenceServerException, OSError) as err:
             raise TritonError(f"repository index: {err}") from None
         finally:
@@ -65,7 +74,7 @@ class TritonAdapter:
 
         client = self._http()
         try:
-            return client.get_model_config(name)
+            return client.get_model_config(name, headers=self.headers)
         except (InferenceServerException, OSError) as err:
             raise TritonError(f"config of model {name}: {err}") from None
         finally:
@@ -92,13 +101,14 @@ class TritonAdapter:
 
                 client = tg.InferenceServerClient(self.grpc_url)
                 try:
-                    client.load_model(name, config=body, client_timeout=self.load_timeout)
+                    client.load_model(name, config=body, headers=self.grpc_headers,
+                                      client_timeout=self.load_timeout)
                 finally:
                     client.close()
             else:
                 client = self._http(network_timeout=self.load_timeout)
                 try:
-                    client.load_model(name, config=body)
+                    client.load_model(name, config=body, headers=self.headers)
                 finally:
                     client.close()
         except (InferenceServerException, OSError) as err:

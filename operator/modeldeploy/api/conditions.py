@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
+from modeldeploy.api.redact import redact_text
+
 
 @dataclass(frozen=True)
 class Condition:
@@ -29,15 +31,17 @@ MAX_MESSAGE = 1024
 
 
 def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
-    """``message`` on one line (newlines and runs of blanks become one space), cut at ``limit``.
+    """``message`` on one line (newlines and runs of blanks become one space), URIs redacted, cut at
+    ``limit``. Every condition message goes through here, and Events are made from conditions.
 
     A status message is read in ``kubectl get``/``describe`` output and by GitOps tools: a newline in a
-    user's input (a URI, a model name) must not push the cause out of sight.
+    user's input (a URI, a model name) must not push the cause out of sight, and a password or a
+    presigned URL's signature must never show (api/redact.py).
 
-    >>> one_line("fetch failed:\n  404 Not Found\n")
-    'fetch failed: 404 Not Found'
+    >>> one_line("fetch failed:\n  GET https://u:pw@h/m.onnx?sig=x: 404 Not Found\n")
+    'fetch failed: GET https://h/m.onnx?…: 404 Not Found'
     """
-    text = " ".join(str(message).split())
+    text = " ".join(redact_text(str(message)).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -37,6 +37,13 @@ MODEL_FILE_BY_FORMAT = {
 
 
 _PVC_URI = re.compile(r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+")
+_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@")  # as the CRD's rule on spec.model.uri
+
+#: Default of spec.model.maxBytes: what one fetch may write (every file of a folder counted).
+DEFAULT_MAX_BYTES = 64 * 2**30
+_QUANTITY = re.compile(r"^(?P<number>[0-9]+(\.[0-9]+)?)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_FACTORS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+            "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 
 
 class SpecError(ValueError):
@@ -56,6 +63,7 @@ class ModelSpec:
     version: int = 1
     sha256: str | None = None
     credentials_secret: str | None = None
+    max_bytes: int = DEFAULT_MAX_BYTES
 
     @property
     def scheme(self) -> str:
@@ -115,6 +123,8 @@ class PlacementSpec:
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = ()
     affinity: Mapping[str, Any] | None = None
+    #: None: the operator's default spread over nodes; () turns spreading off.
+    topology_spread: tuple[Mapping[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +188,31 @@ def _int(value: Any, path: str, minimum: int | None = None) -> int:
     return value
 
 
+def parse_bytes(value: Any, path: str) -> int:
+    """A byte count: an integer, or a Kubernetes quantity string (binary or decimal suffix).
+
+    >>> parse_bytes("64Gi", "f"), parse_bytes("1.5k", "f"), parse_bytes(100, "f")
+    (68719476736, 1500, 100)
+    >>> parse_bytes("lots", "spec.model.maxBytes")
+    Traceback (most recent call last):
+    ...
+    modeldeploy.api.spec.SpecError: spec.model.maxBytes: must be a byte count such as 20Gi or 500M, got 'lots'
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        amount = value
+    else:
+        m = _QUANTITY.match(value) if isinstance(value, str) else None
+        if not m:
+            raise SpecError(path, f"must be a byte count such as 20Gi or 500M, got {value!r}")
+        number = m.group("number")
+        whole, _, frac = number.partition(".")
+        factor = _FACTORS[m.group("suffix")]
+        amount = int(whole) * factor + (int(frac) * factor) // 10 ** len(frac) if frac else int(whole) * factor
+    if amount < 1:
+        raise SpecError(path, f"must be at least 1 byte, got {value!r}")
+    return amount
+
+
 def parse_spec(name: str, spec: Mapping[str, Any]) -> Spec:
     """Parse and default ``spec`` of the ModelDeployment called ``name``; raise SpecError when unservable."""
     model = spec.get("model") or {}
@@ -189,6 +224,9 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> Spec:
         raise SpecError("spec.model.uri", f"scheme must be one of {', '.join(s + '://' for s in URI_SCHEMES)}")
     if scheme == "pvc" and not _PVC_URI.match(uri):
         raise SpecError("spec.model.uri", "with pvc:// must be pvc://<claim name>/<path inside the claim>")
+    if _USERINFO.match(uri):  # an object stored before the CRD refused it; the message never repeats the URI
+        raise SpecError("spec.model.uri", "must not contain credentials (user:password@host): put them in a "
+                                          "Secret and name it in spec.model.credentialsSecret")
     fmt = model.get("format")
     if fmt not in MODEL_FORMATS:
         raise SpecError("spec.model.format", f"must be one of {', '.join(MODEL_FORMATS)}, got {fmt!r}")
@@ -199,6 +237,7 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> Spec:
         version=_int(model.get("version", 1), "spec.model.version", 1),
         sha256=model.get("sha256"),
         credentials_secret=model.get("credentialsSecret"),
+        max_bytes=parse_bytes(model.get("maxBytes", DEFAULT_MAX_BYTES), "spec.model.maxBytes"),
     )
 
     serving = spec.get("serving") or {}
@@ -248,6 +287,8 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> Spec:
         node_selector=dict(placement.get("nodeSelector") or {}),
         tolerations=tuple(placement.get("tolerations") or ()),
         affinity=placement.get("affinity"),
+        topology_spread=(None if placement.get("topologySpreadConstraints") is None
+                         else tuple(placement["topologySpreadConstraints"])),
     )
 
     replicas = spec.get("replicas")

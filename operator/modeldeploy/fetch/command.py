@@ -42,11 +42,22 @@ def register(subparsers) -> None:
                    help=f"where the claim of a pvc:// URI is mounted (default: {PVC_MOUNT_ROOT}/<claim>)")
     p.add_argument("--timeout", type=float, default=60.0,
                    help="network connect/read timeout in seconds (default: %(default)s)")
+    add_max_bytes_argument(p)
     p.set_defaults(func=run)
+
+
+def add_max_bytes_argument(parser) -> None:
+    """``--max-bytes N``: the most one fetch may write (spec.model.maxBytes), shared with the agent."""
+    from modeldeploy.api.spec import DEFAULT_MAX_BYTES
+
+    parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, metavar="N",
+                        help="stop with an error once the model passes N bytes (all files of a folder "
+                             "counted; default: %(default)s)")
 
 
 
 def run(args: argparse.Namespace) -> int:
+    from modeldeploy.api.redact import redact_text
     from modeldeploy.fetch.errors import FetchError
     from modeldeploy.fetch.layout import FetchRequest, fetch_model
     from modeldeploy.fetch.source_file import SourceFileError, apply_source_file
@@ -56,24 +67,25 @@ def run(args: argparse.Namespace) -> int:
         if not args.uri:
             raise SourceFileError("no model: pass --uri or --source-file")
     except SourceFileError as err:
-        message = f"FetchError: {err}"
+        message = redact_text(f"FetchError: {err}")
         print(message, file=sys.stderr, flush=True)
         write_termination_log(args.termination_log, message, prog="fetch")
         return 1
     request = FetchRequest(uri=args.uri, format=args.format, name=args.name, version=args.version,
                            repository=Path(args.repository), sha256=args.sha256)
     try:
-        target = fetch_model(request, timeout=args.timeout, pvc_mount=args.pvc_mount)
+        target = fetch_model(request, timeout=args.timeout, pvc_mount=args.pvc_mount, max_bytes=args.max_bytes)
     except FetchError as err:
         message = f"{type(err).__name__}: {err}"
         code = 1
     except Exception as err:  # noqa: BLE001 - a bug; still leave a cause in the pod status
-        traceback.print_exc()
+        print(redact_text(traceback.format_exc()), file=sys.stderr, end="", flush=True)
         message = f"FetchError: unexpected {type(err).__name__}: {err}"
         code = 2
     else:
         print(f"model {args.name} version {args.version} ready in {target}", flush=True)
         return 0
+    message = redact_text(message)
     print(message, file=sys.stderr, flush=True)
     write_termination_log(args.termination_log, message, prog="fetch")
     return code

@@ -40,5 +40,9 @@ class MissingDependency(FetchError):
     """An optional client library for the scheme (boto3, google-cloud-storage) is not installed."""
 
 
+class TooLarge(FetchError):
+    """The model is bigger than ``spec.model.maxBytes`` (announced, or counted while streaming)."""
+
+
 class WriteError(FetchError):
     """The model repository volume could not be written (full, read-only, permissions)."""

@@ -109,10 +109,11 @@ def _install(staging: Path, target: Path) -> None:
 
 def fetch_model(request: FetchRequest, *, out: TextIO | None = None, clock: Callable[[], float] = time.monotonic,
                 timeout: float = 60.0, pvc_root: str = PVC_MOUNT_ROOT, pvc_mount: str | None = None,
-                env: Mapping[str, str] | None = None) -> Path:
+                env: Mapping[str, str] | None = None, max_bytes: int | None = None) -> Path:
     """Fetch ``request.uri`` into the repository; return the version folder. Raises FetchError.
 
-    A pvc:// claim is read at ``pvc_mount`` when given, else at ``<pvc_root>/<claim>``.
+    A pvc:// claim is read at ``pvc_mount`` when given, else at ``<pvc_root>/<claim>``. ``max_bytes``
+    bounds what is written (every file of a folder counted), checked while streaming (TooLarge).
     """
     uri = validate(request)
     model_dir = Path(request.repository) / request.name
@@ -125,7 +126,7 @@ def fetch_model(request: FetchRequest, *, out: TextIO | None = None, clock: Call
     for leftover in model_dir.glob(f".old-{request.version}-*"):
         _remove(leftover)
 
-    progress = Progress(str(uri), out=out if out is not None else sys.stdout, clock=clock)
+    progress = Progress(str(uri), out=out if out is not None else sys.stdout, clock=clock, limit=max_bytes)
     context = Context(progress=progress, timeout=timeout, pvc_root=pvc_root, pvc_mount=pvc_mount,
                       env=dict(os.environ if env is None else env))
     staging = Path(tempfile.mkdtemp(prefix=f".fetch-{request.version}-", dir=model_dir))

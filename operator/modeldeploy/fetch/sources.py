@@ -16,6 +16,7 @@ import os
 import socket
 import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -84,31 +85,64 @@ def _read_local(path: Path, uri: ModelURI) -> Iterator[bytes]:
             yield chunk
 
 
-def _copy_tree(src: Path, dest: Path, uri: ModelURI, progress: Progress) -> None:
+def _outside(path: Path, root: Path) -> bool:
+    return path != root and root not in path.parents
+
+
+def _follow(entry_path: str, root: Path, base: Path, uri: ModelURI, what: str) -> Path:
+    """The real path of ``entry_path``, refused (SourceError) when a symbolic link leads out of ``root``;
+    ``base`` is where names in the message are counted from."""
+    real = Path(os.path.realpath(entry_path))
+    if _outside(real, root):
+        rel = os.path.relpath(entry_path, base)
+        raise SourceError(f"{uri}: {rel} is a symbolic link to a path outside {what}; refusing to follow it")
+    return real
+
+
+def _copy_tree(src: Path, dest: Path, uri: ModelURI, progress: Progress, root: Path, base: Path, what: str,
+               ancestors: frozenset[Path] = frozenset()) -> None:
+    """Copy the folder ``src`` (real path, inside ``root``) to ``dest``. Symbolic links are followed only
+    while they stay inside ``root`` (a model folder, or a claim): an ``etc -> /etc`` link in a model
+    folder must not copy the fetcher's own files into the repository. Links to a folder being copied
+    (loops) are refused."""
     make_dirs(dest)
+    ancestors = ancestors | {src}
     try:
         entries = sorted(os.scandir(src), key=lambda e: e.name)
     except OSError as err:
         raise _local_error(uri, err) from None
     for entry in entries:
         target = dest / entry.name
-        if entry.is_dir():
-            _copy_tree(Path(entry.path), target, uri, progress)
-        elif entry.is_file():
-            write_chunks(target, _read_local(Path(entry.path), uri), progress)
+        path = Path(entry.path)
+        if entry.is_symlink():
+            path = _follow(entry.path, root, base, uri, what)
+            if path in ancestors:
+                rel = os.path.relpath(entry.path, base)
+                raise SourceError(f"{uri}: {rel} is a symbolic link to a folder it is in; refusing to follow it")
+        if path.is_dir():
+            _copy_tree(path, target, uri, progress, root, base, what, ancestors)
+        elif path.is_file():
+            write_chunks(target, _read_local(path, uri), progress)
         # sockets, fifos, dangling links: not model files; skipped
 
 
 def fetch_local(uri: ModelURI, dest: Path, ctx: Context) -> Fetched:
     src = local_path(uri, ctx.pvc_root, ctx.pvc_mount)
-    if src.is_dir():
-        _copy_tree(src, dest, uri, ctx.progress)
+    if uri.scheme == "pvc":  # the boundary is the claim: links between its folders are fine
+        mount = Path(ctx.pvc_mount or pvc_mount_path(uri.location, ctx.pvc_root))
+        root, base, what = Path(os.path.realpath(mount)), mount, "the claim"
+        real = _follow(str(src), root, base, uri, what) if src != mount else root
+    else:  # file://: the path itself is what the user named; below it, the folder is the boundary
+        real = Path(os.path.realpath(src))
+        root, base, what = real, real, "the model folder"
+    if real.is_dir():
+        _copy_tree(real, dest, uri, ctx.progress, root, root, what)
         return Fetched("folder")
     try:
-        ctx.progress.expect(src.stat().st_size)
+        ctx.progress.expect(real.stat().st_size)
     except OSError as err:
         raise _local_error(uri, err) from None
-    return Fetched("file", write_chunks(dest, _read_local(src, uri), ctx.progress))
+    return Fetched("file", write_chunks(dest, _read_local(real, uri), ctx.progress))
 
 
 # --- http:// and https:// ------------------------------------------------------------------------------
@@ -134,12 +168,43 @@ def _network_reason(reason: Any, timeout: float) -> str:
     return str(reason)
 
 
+def check_redirect(old_url: str, new_url: str) -> None:
+    """Raise SourceError unless following a redirect from ``old_url`` to ``new_url`` is safe: only to
+    http:// or https:// (urllib alone would follow ftp://), and never from https:// down to http://.
+    The message names the scheme only: a redirect target often carries a presigned signature."""
+    old_scheme = old_url.split("://", 1)[0].lower()
+    new_scheme = new_url.split("://", 1)[0].lower() if "://" in new_url else "?"
+    if new_scheme not in ("http", "https"):
+        raise SourceError(f"redirected to a {new_scheme}:// URL; only http:// and https:// redirects are followed")
+    if old_scheme == "https" and new_scheme == "http":
+        raise SourceError("redirected from https:// to http://; a downgrade is not followed")
+
+
+class _RedirectHandler(urllib.request.HTTPRedirectHandler):
+    def http_error_302(self, req, fp, code, msg, headers):  # noqa: PLR0913 - the stdlib's signature
+        location = headers.get("location") or headers.get("uri")
+        if location:
+            try:
+                check_redirect(req.full_url, urllib.parse.urljoin(req.full_url, location))
+            except SourceError:
+                fp.close()
+                raise
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+_OPENER = urllib.request.build_opener(_RedirectHandler)
+
+
 def fetch_http(uri: ModelURI, dest: Path, ctx: Context) -> Fetched:
-    """GET the URI (redirects followed by urllib, up to 10) into ``dest``; always a single file."""
+    """GET the URI (redirects followed, up to 10, only to http(s)) into ``dest``; always a single file."""
     what = f"GET {uri}"
     request = urllib.request.Request(uri.uri, headers={"User-Agent": USER_AGENT})
     try:
-        response = urllib.request.urlopen(request, timeout=ctx.timeout)  # noqa: S310 - scheme checked
+        response = _OPENER.open(request, timeout=ctx.timeout)
+    except SourceError as err:
+        raise SourceError(f"{what}: {err}") from None
     except urllib.error.HTTPError as err:
         reason = err.reason or _phrase(err.code)
         err.close()
@@ -151,7 +216,7 @@ def fetch_http(uri: ModelURI, dest: Path, ctx: Context) -> Fetched:
     with response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
-        ctx.progress.expect(total)
+        ctx.progress.expect(total, source=what)
         written = 0
 
         def received() -> Iterator[bytes]:
@@ -167,6 +232,8 @@ def fetch_http(uri: ModelURI, dest: Path, ctx: Context) -> Fetched:
                 if not chunk:
                     return
                 written += len(chunk)
+                if total is not None and written > total:
+                    raise SourceError(f"{what}: the server sent more than the {total} bytes it announced")
                 yield chunk
 
         digest = write_chunks(dest, received(), ctx.progress)

@@ -1,7 +1,9 @@
 """Writing fetched bytes: a file sink that hashes as it writes, and progress lines for long downloads.
 
 Every source funnels its bytes through ``Sink`` so the SHA-256 is computed while downloading (no second
-read of a multi-GB file) and progress is counted in one place. Files are created ``0644`` and folders
+read of a multi-GB file) and progress is counted in one place. The size limit (``spec.model.maxBytes``) is
+enforced in the same place, before each write: a server that announces less than it sends, or announces
+nothing, is stopped once the limit is reached, whatever the source. Files are created ``0644`` and folders
 ``0755``: the fetcher runs as an unprivileged user and Triton, in the next container, may run as another.
 """
 
@@ -14,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, TextIO
 
-from modeldeploy.fetch.errors import WriteError
+from modeldeploy.fetch.errors import TooLarge, WriteError
 
 CHUNK = 1 << 20
 MB = 1_000_000
@@ -32,8 +34,9 @@ class Progress:
     """
 
     def __init__(self, label: str, out: TextIO | None = None, clock: Callable[[], float] = time.monotonic,
-                 interval: float = 5.0):
+                 interval: float = 5.0, limit: int | None = None):
         self.label = label
+        self.limit = limit
         self.out = out if out is not None else sys.stdout
         self.clock = clock
         self.interval = interval
@@ -43,9 +46,19 @@ class Progress:
         self.start = clock()
         self._last = self.start
 
-    def expect(self, total: int | None) -> None:
-        """Set the total size when the source knows it (Content-Length, object sizes)."""
+    def expect(self, total: int | None, source: str | None = None) -> None:
+        """Set the total size when the source knows it (Content-Length, object sizes); TooLarge at once
+        when it is over the limit. ``source`` names it in that message (default: the label)."""
         self.total = total
+        if total is not None and self.limit is not None and total > self.limit:
+            raise TooLarge(f"{source or self.label}: {total} bytes, more than the limit of {self.limit} bytes "
+                           "(spec.model.maxBytes)")
+
+    def check(self, n: int) -> None:
+        """TooLarge when ``n`` more bytes would pass the limit (called before they are written)."""
+        if self.limit is not None and self.done + n > self.limit:
+            raise TooLarge(f"{self.label}: more than the limit of {self.limit} bytes (spec.model.maxBytes); "
+                           f"stopped after {self.done} bytes")
 
     def add(self, n: int) -> None:
         self.done += n
@@ -96,6 +109,7 @@ class Sink:
         progress.files += 1
 
     def write(self, data: bytes) -> int:
+        self.progress.check(len(data))
         try:
             self._file.write(data)
         except OSError as err:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from modeldeploy.api.redact import redact_uri
 from modeldeploy.fetch.errors import InvalidURI
 
 SCHEMES = ("file", "http", "https", "pvc", "s3", "gs")
@@ -45,22 +46,13 @@ class ModelURI:
         return redact(self.uri)
 
 
-def redact(uri: str) -> str:
-    """``uri`` without user info and query string (presigned URLs carry their signature there)."""
-    if not uri.startswith(("http://", "https://")):
-        return uri
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return uri.split("?", 1)[0]
-    host = parts.netloc.rpartition("@")[2]
-    query = "…" if parts.query else ""
-    return urlunsplit((parts.scheme, host, parts.path, query, ""))
+#: ``uri`` without user info and query string (presigned URLs carry their signature there): api/redact.py.
+redact = redact_uri
 
 
 def _relative_parts(path: str, uri: str) -> None:
     if any(part == ".." for part in path.split("/")):
-        raise InvalidURI(f"{uri}: '..' is not allowed in the path")
+        raise InvalidURI(f"{redact(uri)}: '..' is not allowed in the path")
 
 
 def parse_uri(uri: str) -> ModelURI:
@@ -83,14 +75,14 @@ def parse_uri(uri: str) -> ModelURI:
     location, slash, path = rest.partition("/")
     if scheme == "file":
         if location not in ("", "localhost") or not slash:
-            raise InvalidURI(f"{uri}: a file URI needs an absolute path: file:///path/to/model")
+            raise InvalidURI(f"{redact(uri)}: a file URI needs an absolute path: file:///path/to/model")
         _relative_parts(path, uri)
         return ModelURI(uri, scheme, "", "/" + path)
     if not location:
         what = "claim" if scheme == "pvc" else "bucket"
-        raise InvalidURI(f"{uri}: no {what} name ({scheme}://<{what}>/<path>)")
+        raise InvalidURI(f"{redact(uri)}: no {what} name ({scheme}://<{what}>/<path>)")
     if scheme == "pvc" and (len(location) > 253 or not _DNS_SUBDOMAIN.match(location)):
-        raise InvalidURI(f"{uri}: {location!r} is not a valid PersistentVolumeClaim name")
+        raise InvalidURI(f"{redact(uri)}: {location.rpartition('@')[2]!r} is not a valid PersistentVolumeClaim name")
     _relative_parts(path, uri)
     if scheme == "pvc":
         path = path.lstrip("/")

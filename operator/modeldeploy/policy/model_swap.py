@@ -17,6 +17,12 @@ pod's model agent. This module decides, from every pod's agent report, what to d
 
 Worked example: desired version 2; pod a serves 2, pod b serves 1 and is idle, pod c serves 1 ->
 ``put`` [b], progress "model version 2: 1/3 pods serving it".
+
+Agents show URIs redacted (no credentials, no query string) with a ``uriFingerprint``, the SHA-256 of
+the whole URI: "serves the desired model" compares fingerprints, so two presigned URLs that differ only
+in their signature are told apart without either being shown. The command carries the
+ModelDeployment's ``generation`` when known, so an agent refuses a command older than one it accepted
+(api/agent_auth.py).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from modeldeploy.api import constants as c
+from modeldeploy.api.redact import uri_fingerprint
 
 REASON_SWAPPING = "SwappingModel"
 REASON_SWAP_FAILED = "ModelSwapFailed"
@@ -36,11 +43,19 @@ class Desired:
     uri: str
     version: int
     sha256: str | None = None
+    generation: int | None = None  # metadata.generation of the ModelDeployment that wants it
 
     def body(self) -> dict[str, Any]:
+        """The agent's PUT body (the client adds the nonce and signs it).
+
+        >>> Desired("s3://b/m", 2, generation=7).body()
+        {'uri': 's3://b/m', 'version': 2, 'generation': 7}
+        """
         out: dict[str, Any] = {"uri": self.uri, "version": self.version}
         if self.sha256:
             out["sha256"] = self.sha256
+        if self.generation is not None:
+            out["generation"] = self.generation
         return out
 
     def files_key(self) -> str:
@@ -70,12 +85,19 @@ class Plan:
         return self.total > 0 and self.serving == self.total
 
 
+def same_uri(ref: Mapping[str, Any], want: Desired) -> bool:
+    """By fingerprint when the agent gives one (it shows the uri redacted), else by the uri itself."""
+    if ref.get("uriFingerprint") is not None:
+        return ref["uriFingerprint"] == uri_fingerprint(want.uri)
+    return ref.get("uri") == want.uri
+
+
 def _same(ref: Mapping[str, Any] | None, want: Desired, files: bool = True) -> bool:
     if not ref or ref.get("version") != want.version:
         return False
     if not files:
         return True
-    if ref.get("uri") != want.uri:
+    if not same_uri(ref, want):
         return False
     return not (want.sha256 and ref.get("sha256") and ref["sha256"] != want.sha256)
 

@@ -79,11 +79,13 @@ def desired_model(spec: Spec) -> model_swap.Desired:
 
 
 def _same_model(served: Mapping[str, Any], desired: model_swap.Desired) -> bool:
+    """``status.model`` (``served``) is ``desired``: same version, same URI (by fingerprint, as status shows
+    URIs redacted; a status written before fingerprints existed holds the URI itself), same sha256."""
     if served.get("version") != desired.version:
         return False
-    if "uri" in served and served["uri"] != desired.uri:
-        return False
-    return served.get("sha256") == desired.sha256 or "uri" not in served
+    if "uri" not in served and "uriFingerprint" not in served:
+        return True  # a status that recorded only the version
+    return model_swap.same_uri(served, desired) and served.get("sha256") == desired.sha256
 
 
 def swap_due(previous: Mapping[str, Any], revision: str, spec: Spec) -> bool:

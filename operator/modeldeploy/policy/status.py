@@ -46,8 +46,9 @@ class Observation:
     apply_error: str | None = None
     replica_failure: str | None = None  # the Deployment's ReplicaFailure (FailedCreate) message
     pod_problem: tuple[str, str] | None = None  # (reason, message) from policy.pods.diagnose_pods
-    model_uri: str | None = None
+    model_uri: str | None = None  # redacted (api/redact.py)
     model_sha256: str | None = None
+    model_fingerprint: str | None = None  # uri_fingerprint of the whole URI
     # spec.compression: the Compressed condition, status.compression, and (reason, message, stalled)
     # when the rollout waits for a Job or stopped at a gate (policy.compression_job.hold_reason).
     compressed: Condition | None = None
@@ -203,6 +204,8 @@ def compute_status(obs: Observation, previous: Mapping[str, Any] | None, now: da
             status["model"]["uri"] = obs.model_uri
         if obs.model_sha256 is not None:
             status["model"]["sha256"] = obs.model_sha256
+        if obs.model_fingerprint is not None:
+            status["model"]["uriFingerprint"] = obs.model_fingerprint
     if obs.compression is not None:
         status["compression"] = dict(obs.compression)
     if obs.model_swap is not None:

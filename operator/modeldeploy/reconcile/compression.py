@@ -4,7 +4,13 @@ Order, cheapest and most durable first: the cache record (a ConfigMap named by t
 written once a Job finished with a result) -> the Job of that key (created if absent) -> its pods'
 termination messages once the Job finished. A finished result is recorded before anything is rolled
 out, so the serving rollout that follows, an operator restart, or a second ModelDeployment with the
-same key all find it without a Job.
+same key all find it without running a Job again.
+
+Trust: names are computable from public inputs, so a record is believed only when the Job this
+operator created for the key vouches for it (the record is owned by that Job's uid), and a Job only
+when it carries the key and a ModelDeployment as its controller; only the Job's own pods are read;
+every result document goes through ``validate_summary`` (known, bounded fields; the served file is
+always ``selected/model.onnx`` under the key). See policy/compression_result.py.
 
 Level-based like the rest of the reconciler: no memory between calls; a Job that already exists is
 followed, never created twice (names are deterministic, creation is idempotent).
@@ -20,6 +26,7 @@ from modeldeploy.adapters.kube import Kube
 from modeldeploy.api import constants as c
 from modeldeploy.api.spec import Spec
 from modeldeploy.policy import compression_job as policy
+from modeldeploy.policy import compression_result as result
 from modeldeploy.policy.compression import RecipeError, parse_recipe, recipe_hash
 from modeldeploy.render import compression_job as render
 from modeldeploy.render.triton import Owner, RenderOptions
@@ -50,15 +57,17 @@ def compression_key(spec: Spec, options: RenderOptions) -> str:
     return recipe_hash(render.input_identity(spec.model), recipe.to_dict(), {"image": options.fetcher_image})
 
 
-def _cached(kube: Kube, namespace: str, key: str) -> tuple[Mapping[str, Any], str] | None:
+def _cached(kube: Kube, namespace: str, key: str, job: Mapping[str, Any] | None
+            ) -> tuple[Mapping[str, Any], str] | None:
+    """The cache record's summary and producer, when the record is there and ``job`` vouches for it."""
     record = kube.get_config_map(namespace, render.cache_name(key))
     if record is None:
         return None
     annotations = record["metadata"].get("annotations") or {}
-    if annotations.get(c.ANNOTATION_COMPRESSION_KEY) != key:
-        return None  # a 20-digit prefix collision, or a foreign object: never trust it
+    if annotations.get(c.ANNOTATION_COMPRESSION_KEY) != key or not result.record_vouched(record, job):
+        return None  # a 20-digit prefix collision, a foreign object, or a Job that is gone: never trust it
     try:
-        summary = json.loads((record.get("data") or {}).get(render.CACHE_DATA_KEY, ""))
+        summary = result.validate_summary(json.loads((record.get("data") or {}).get(render.CACHE_DATA_KEY, "")))
     except ValueError:
         return None
     return summary, annotations.get(c.ANNOTATION_PRODUCER, "")
@@ -76,20 +85,24 @@ def settle(kube: Kube, owner: Owner, generation: int, spec: Spec, options: Rende
         return Settled(policy.Outcome(policy.INVALID, f"spec.compression: {err}"))
     job_name = render.job_name(key)
 
-    found = _cached(kube, owner.namespace, key)
+    job = kube.get_job(owner.namespace, job_name)
+    problem = None if job is None else result.job_problem(job, key, job_name, c.KIND, c.ANNOTATION_COMPRESSION_KEY)
+    if problem:
+        return Settled(policy.Outcome(policy.FAILED, f"{problem}: delete it, and the operator creates its own"),
+                       key, job_name)
+    found = _cached(kube, owner.namespace, key, job)
     if found is not None:
         summary, produced_by = found
         return _finished(spec, key, job_name, policy.from_summary(summary),
                          cached=not produced_by.startswith(f"{owner.uid}/"))
 
-    job = kube.get_job(owner.namespace, job_name)
     if job is None:
         job = kube.create_job(render.render_job(owner, spec, key, spec.compression.recipe, options))
-    pods = kube.list_pods(owner.namespace, f"{JOB_NAME_LABEL}={job_name}")
+    pods = result.own_pods(job, kube.list_pods(owner.namespace, f"{JOB_NAME_LABEL}={job_name}"))
     outcome = policy.job_outcome(job, pods)
     if outcome.summary is not None:
-        # A result: record it before rolling anything out, so nobody needs this Job again.
-        kube.apply(render.render_cache_record(owner, generation, key, outcome.summary))
+        # A result: record it before rolling anything out, so nobody needs this Job's pod again.
+        kube.apply(render.render_cache_record(owner, generation, key, outcome.summary, job))
         mine = (job["metadata"].get("annotations") or {}).get(c.ANNOTATION_OWNER) == owner.name
         return _finished(spec, key, job_name, outcome, cached=not mine)
     waiting = job_name if outcome.state == policy.RUNNING else None

@@ -20,6 +20,7 @@ any event and twice in a row. No Kopf here: the handlers decide when to call it.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +30,7 @@ from modeldeploy.adapters.agent import AgentError, endpoint
 from modeldeploy.adapters.cache import owned_by
 from modeldeploy.adapters.kube import KubeError
 from modeldeploy.api import constants as c
+from modeldeploy.api.redact import redact_uri, uri_fingerprint
 from modeldeploy.api.spec import SpecError, parse_spec, unimplemented_fields
 from modeldeploy.policy import compression_job, model_swap
 from modeldeploy.policy import plan as planning
@@ -127,7 +129,7 @@ class Reconciler:
             if settled.serve is None:
                 return self._held(owner, previous, base, settled), extra
             spec = settled.serve
-            base.update(model_uri=spec.model.uri, model_sha256=spec.model.sha256)
+            base.update(model_uri=redact_uri(spec.model.uri), model_sha256=spec.model.sha256)
 
         revision = names.revision_of(spec, self.options.triton_image, self.options.fetcher_image)
         base["revision"] = revision
@@ -136,7 +138,7 @@ class Reconciler:
 
         actor = Actor(self.view, self.kube, self.memo, owner.uid)
         try:
-            deployment = self._act(actor, owner, spec, plan, observed)
+            deployment = self._act(actor, owner, spec, plan, observed, generation)
         except Conflict as err:
             return Observation(**base, blocked=(REASON_NAME_TAKEN, str(err))), {}
         except KubeError as err:
@@ -152,13 +154,13 @@ class Reconciler:
                                     or observed.pods)
         swap_condition, swap_block, served = _swap_status(plan, spec, previous)
         base.update(model_name=served.get("name"), model_version=served.get("version"), model_uri=served.get("uri"),
-                    model_sha256=served.get("sha256"))
+                    model_sha256=served.get("sha256"), model_fingerprint=served.get("uriFingerprint"))
         extra["requeue_after"] = plan.requeue_after
         return Observation(**base, deployment=deployment, pod_problem=problem, swap=swap_condition,
                            model_swap=swap_block, replica_failure=_replica_failure(deployment)), extra
 
-    def _act(self, actor: Actor, owner: Owner, spec, plan: planning.Plan, observed: planning.Observed
-             ) -> dict[str, Any] | None:
+    def _act(self, actor: Actor, owner: Owner, spec, plan: planning.Plan, observed: planning.Observed,
+             generation: int) -> dict[str, Any] | None:
         """Apply every track's objects and the Service, tell agents, prune. Returns the stable Deployment."""
         if plan.new_pods:
             self._ensure_agent_token(owner, spec)
@@ -171,7 +173,7 @@ class Reconciler:
                     stable = live
         actor.ensure(render_service(owner, spec))
         if plan.swap is not None:
-            self._swap(owner, spec, plan.swap, observed)
+            self._swap(owner, spec, plan.swap, observed, generation)
         if plan.restart:  # like `kubectl rollout restart`; the same model again is a no-op
             self.kube.stamp_pod_template(owner.namespace, plan.stable.deployment, c.ANNOTATION_MODEL_FILES,
                                          names.short_hash(planning.desired_model(spec).files_key()))
@@ -197,7 +199,7 @@ class Reconciler:
 
     # --- agents --------------------------------------------------------------------------------
     def _ensure_agent_token(self, owner: Owner, spec) -> None:
-        """Secret ``<name>-agent-token`` exists and is ours (created once; one request when new pods come)."""
+        """Secret ``<name>-agent-keys`` exists and is ours (created once; one request when new pods come)."""
         name = names.agent_token_name(owner.name)
         created = self.kube.create_secret_token(owner.namespace, name, AGENT_TOKEN_KEY, owner.reference(),
                                                 names.common_labels(owner.name, spec.model.name))
@@ -218,8 +220,9 @@ class Reconciler:
         data = (secret.get("data") or {}).get(AGENT_TOKEN_KEY)
         return base64.b64decode(data).decode() if data else None
 
-    def _swap(self, owner: Owner, spec, swap: model_swap.Plan, observed: planning.Observed) -> None:
-        desired = planning.desired_model(spec)
+    def _swap(self, owner: Owner, spec, swap: model_swap.Plan, observed: planning.Observed, generation: int) -> None:
+        # Bound to this generation: the agent refuses a replayed command of an older one.
+        desired = dataclasses.replace(planning.desired_model(spec), generation=generation)
         if swap.put:
             token = self._agent_token(owner, spec)
             pods = {p["metadata"]["name"]: p for p in observed.pods}
@@ -244,13 +247,16 @@ def _swap_status(plan: planning.Plan, spec, previous: Mapping[str, Any]
     desired = planning.desired_model(spec)
     block = {"version": desired.version, "uri": desired.uri, "podsServing": swap.serving, "pods": swap.total,
              "podStates": dict(swap.pods)}
+    block["uri"] = redact_uri(desired.uri)
     return swap.condition, block, previous.get("model") or {}
 
 
 def model_status(spec) -> dict[str, Any]:
-    """``status.model`` for the model ``spec`` names."""
+    """``status.model`` for the model ``spec`` names: the URI redacted (a presigned URL's signature is a
+    credential) with a fingerprint of the whole URI, which is what comparisons use."""
     model = spec.model
-    out: dict[str, Any] = {"name": model.name, "version": model.version, "uri": model.uri}
+    out: dict[str, Any] = {"name": model.name, "version": model.version, "uri": redact_uri(model.uri),
+                           "uriFingerprint": uri_fingerprint(model.uri)}
     if model.sha256:
         out["sha256"] = model.sha256
     return out

@@ -21,9 +21,13 @@ The Job (``restartPolicy: Never``):
 - restricted pod security (non-root, no privilege escalation, read-only root, ``fsGroup`` so the
   store is writable), ``/tmp`` an emptyDir.
 
-The cache record is a ConfigMap ``modeldeploy-compressed-<key>`` holding the summary, with no owner:
-it outlives the Job (``ttlSecondsAfterFinished``) and the ModelDeployment, like the store folder it
-describes. Deleting it makes the next reconcile run the Job again.
+The cache record is a ConfigMap ``modeldeploy-compressed-<key>`` holding the summary, owned by the Job
+that produced it (its uid): the record is trusted only while that Job vouches for it
+(policy/compression_result.py), so the Job is kept (no ``ttlSecondsAfterFinished``) for as long as the
+ModelDeployment that created it, and both go with it. Deleting the record makes the next reconcile read
+the result from the Job's pod again; deleting the Job runs it again.
+
+Serving pods always fetch ``pvc://<claim>/<key>/selected/model.onnx``: no path is taken from a result.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any, Mapping
 
 from modeldeploy.api import constants as c
 from modeldeploy.api.spec import ModelSpec, Spec
+from modeldeploy.policy.compression_result import SELECTED_FILE
 from modeldeploy.render import names
 from modeldeploy.render.triton import (FETCHER_UID, TERMINATION_MESSAGE_PATH, Owner, RenderOptions,
                                        fetch_container, fetch_volumes, pod_scheduling)
@@ -43,7 +48,6 @@ INPUT_DIR = "/work/input"
 STORE_DIR = "/store"
 KEY_IN_NAMES = 20  # hex digits of the key in object names: 80 bits, collision-free in practice
 KEY_IN_LABEL = 40
-JOB_TTL_SECONDS = 24 * 3600
 GATE_FAILED_EXIT_CODE = 3  # modeldeploy compress's "no variant passed" (compress/command.py)
 CACHE_DATA_KEY = "summary.json"
 DEFAULT_CPU = "1"
@@ -65,15 +69,18 @@ def cache_name(key: str) -> str:
     return f"modeldeploy-compressed-{key[:KEY_IN_NAMES]}"
 
 
-def served_uri(spec: Spec, key: str, file: str) -> str:
-    """Where serving pods fetch a chosen variant: ``pvc://<store claim>/<key>/<file>``."""
+def served_uri(spec: Spec, key: str) -> str:
+    """Where serving pods fetch a chosen variant: ``pvc://<store claim>/<key>/selected/model.onnx``, the
+    one file a Job's result may name (never a path read from the result)."""
     assert spec.compression is not None
-    return f"pvc://{spec.compression.claim_name}/{key}/{file}"
+    if len(key) != 64 or any(ch not in "0123456789abcdef" for ch in key):
+        raise ValueError(f"compression key {key!r} is not a SHA-256")
+    return f"pvc://{spec.compression.claim_name}/{key}/{SELECTED_FILE}"
 
 
 def served_spec(spec: Spec, key: str, summary: Mapping[str, Any]) -> Spec:
     """``spec`` with its model replaced by the chosen variant in the store (same name and version)."""
-    model = replace(spec.model, uri=served_uri(spec, key, summary["file"]), sha256=summary.get("sha256"),
+    model = replace(spec.model, uri=served_uri(spec, key), sha256=summary.get("sha256"),
                     credentials_secret=None)
     return replace(spec, model=model)
 
@@ -152,6 +159,7 @@ def render_job(owner: Owner, spec: Spec, key: str, recipe: Mapping[str, Any], op
         ],
         "securityContext": {"runAsNonRoot": True, "runAsUser": FETCHER_UID, "runAsGroup": FETCHER_UID,
                             "fsGroup": FETCHER_UID, "seccompProfile": {"type": "RuntimeDefault"}},
+        "automountServiceAccountToken": False,  # the Job talks to no API: its result is its termination message
         **_scheduling(spec),
     }
     return {
@@ -167,7 +175,6 @@ def render_job(owner: Owner, spec: Spec, key: str, recipe: Mapping[str, Any], op
         "spec": {
             "backoffLimit": spec.compression.job.backoff_limit,
             "activeDeadlineSeconds": spec.compression.job.active_deadline_seconds,
-            "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
             "podFailurePolicy": {"rules": [{
                 "action": "FailJob",
                 "onExitCodes": {"containerName": "compress", "operator": "In",
@@ -181,8 +188,11 @@ def render_job(owner: Owner, spec: Spec, key: str, recipe: Mapping[str, Any], op
     }
 
 
-def render_cache_record(owner: Owner, generation: int, key: str, summary: Mapping[str, Any]) -> dict[str, Any]:
-    """The ConfigMap that remembers a finished compression (chosen or gate-failed) under ``key``."""
+def render_cache_record(owner: Owner, generation: int, key: str, summary: Mapping[str, Any],
+                        job: Mapping[str, Any]) -> dict[str, Any]:
+    """The ConfigMap that remembers a finished compression (chosen or gate-failed) under ``key``, owned by
+    the ``job`` that produced it (which vouches for it, and takes it along when it goes)."""
+    job_meta = job["metadata"]
     labels = {c.LABEL_MANAGED_BY: c.MANAGED_BY, c.LABEL_COMPONENT: c.COMPONENT_COMPRESSION,
               c.LABEL_COMPRESSION_KEY: key[:KEY_IN_LABEL]}
     return {
@@ -194,6 +204,8 @@ def render_cache_record(owner: Owner, generation: int, key: str, summary: Mappin
             "labels": labels,
             "annotations": {c.ANNOTATION_COMPRESSION_KEY: key,
                             c.ANNOTATION_PRODUCER: f"{owner.uid}/{generation}"},
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job_meta["name"],
+                                 "uid": job_meta["uid"]}],
         },
         "data": {CACHE_DATA_KEY: json.dumps(dict(summary), sort_keys=True, separators=(",", ":"))},
     }

@@ -12,8 +12,26 @@ from __future__ import annotations
 from modeldeploy.api.spec import Spec
 
 
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", '"': '\\"', "'": "\\'", "\\": "\\\\"}
+
+
 def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    r"""A string literal of the protobuf text format: quotes, backslashes and every control character
+    escaped (C escapes, else 3-digit octal), other characters as UTF-8, as protobuf's own ``CEscape``
+    writes them. A name holding a newline can therefore neither break the file nor add a field.
+
+    >>> print(_quote('a"b\\c\nd\x00é'))
+    "a\"b\\c\nd\000é"
+    """
+    out = []
+    for ch in value:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\{ord(ch):03o}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def render_config_pbtxt(spec: Spec) -> str:

@@ -49,7 +49,7 @@ def revision_of(spec: Spec, triton_image: str, fetcher_image: str = "") -> str:
     model = spec.model
     claim = model.uri.split("://", 1)[1].split("/", 1)[0] if model.scheme == "pvc" else None
     relevant["model"] = {"name": model.name, "format": model.format, "credentials": model.credentials_secret,
-                         "scheme": model.scheme, "claim": claim}
+                         "scheme": model.scheme, "claim": claim, "maxBytes": model.max_bytes}
     relevant["image"] = spec.serving.image or triton_image
     if fetcher_image:
         relevant["fetcher"] = fetcher_image
@@ -75,8 +75,11 @@ def revision_deployment_name(md_name: str, revision: str) -> str:
 
 
 def agent_token_name(md_name: str) -> str:
-    """Secret holding the token the operator presents to the pods' model agents."""
-    return fit(f"{md_name}-agent-token", 253)
+    """Secret holding the token the operator signs its commands to the pods' model agents with (``token``)
+    and Triton's control-API key (``triton-key``). Named ``-agent-keys``, not the one-key ``-agent-token``
+    of earlier versions: an upgraded ModelDeployment gets a new Secret with both keys from the create
+    the operator already does, instead of needing a patch (and the right to patch Secrets)."""
+    return fit(f"{md_name}-agent-keys", 253)
 
 
 def model_source_name(deployment: str) -> str:

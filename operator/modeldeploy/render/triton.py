@@ -14,6 +14,14 @@ by GOOGLE_APPLICATION_CREDENTIALS for gs:// (and the Secret's optional key STORA
 GCS-compatible endpoint, as an environment variable). A ``pvc://<claim>/<path>`` model mounts the claim
 read-only where the fetcher looks for it. A ``file://`` path is read from the fetcher container's own filesystem
 (development with the local pod runner; no hostPath volume is rendered).
+
+Security (docs/security.md): every pod passes Pod Security "restricted" (non-root users, no privilege
+escalation, all capabilities dropped, RuntimeDefault seccomp, read-only root filesystems with emptyDirs
+where something must write), mounts no service account token, and every container has requests and
+limits. Triton's control API (model repository, model config, shared memory, trace, logging) answers only
+requests carrying a key header: the key is the ``triton-key`` of the Secret ``<name>-agent-keys``, given
+to the Triton container as an environment variable that Kubernetes expands into its arguments (so the pod
+spec shows ``$(VAR)``, not the key) and to the model agent, the only other holder.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from modeldeploy import __version__
+from modeldeploy.api import agent_auth
 from modeldeploy.api import constants as c
 from modeldeploy.api.spec import Spec
 from modeldeploy.fetch.errors import InvalidURI
@@ -40,6 +49,11 @@ DEFAULT_FETCHER_IMAGE = f"ghcr.io/modeldeploy/modeldeploy:{__version__}"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 #: The non-root user of the modeldeploy image (operator/Dockerfile).
 FETCHER_UID = 10001
+#: The non-root user NVIDIA's tritonserver images create for this purpose (``triton-server``, uid 1000).
+TRITON_UID = 1000
+#: Triton's requests and limits when spec.resources leaves cpu/memory out.
+DEFAULT_TRITON_CPU = "1"
+DEFAULT_TRITON_MEMORY = "4Gi"
 #: Where a gs:// credentials Secret is mounted in the fetcher; the key ``gcs.json`` is the service account file.
 GCS_CREDENTIALS_DIR = "/var/run/secrets/modeldeploy/gcs"
 GCS_CREDENTIALS_KEY = "gcs.json"
@@ -48,9 +62,10 @@ GCS_ENDPOINT_KEY = "STORAGE_EMULATOR_HOST"
 #: Where the model source file (Secret <deployment>-model) is mounted in the fetcher and the agent.
 MODEL_SOURCE_DIR = "/etc/modeldeploy/model"
 AGENT_PORT = 8009
-#: The agent's token (Secret <name>-agent-token, key ``token``; the operator creates it).
-AGENT_TOKEN_ENV = "MODELDEPLOY_AGENT_TOKEN"
+#: The agent's token (Secret <name>-agent-keys, key ``token``; the operator creates it). The agent reads
+#: it from the mounted Secret at every PUT, so a rotated token needs no restart.
 AGENT_TOKEN_KEY = "token"
+AGENT_SECRET_DIR = "/var/run/secrets/modeldeploy/agent"
 
 
 @dataclass(frozen=True)
@@ -108,16 +123,34 @@ def _resources(spec: Spec) -> dict[str, Any]:
     if gpu.count > 0:
         resource = f"nvidia.com/mig-{gpu.mig_profile}" if gpu.mig_profile else c.GPU_RESOURCE
         limits[resource] = gpu.count
-    for key, value in (("cpu", spec.resources.cpu), ("memory", spec.resources.memory)):
-        if value is not None:
-            limits[key] = value
-            requests[key] = value
+    for key, value, default in (("cpu", spec.resources.cpu, DEFAULT_TRITON_CPU),
+                                ("memory", spec.resources.memory, DEFAULT_TRITON_MEMORY)):
+        limits[key] = requests[key] = value if value is not None else default
     out: dict[str, Any] = {}
     if limits:
         out["limits"] = limits
     if requests:
         out["requests"] = requests
     return out
+
+
+def _triton_key_env(owner_name: str) -> dict[str, Any]:
+    """The Triton control-API key, from the Secret ``<name>-agent-keys`` (Triton and the agent only)."""
+    return {"name": agent_auth.TRITON_KEY_ENV, "valueFrom": {"secretKeyRef": {
+        "name": names.agent_token_name(owner_name), "key": agent_auth.TRITON_KEY_SECRET_KEY}}}
+
+
+def _restricted(user: int) -> dict[str, Any]:
+    """A container security context that passes Pod Security "restricted", as ``user``."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": user,
+        "runAsGroup": user,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def _triton_args(spec: Spec) -> list[str]:
@@ -132,6 +165,8 @@ def _triton_args(spec: Spec) -> list[str]:
         f"--grpc-port={c.GRPC_PORT}",
         f"--metrics-port={c.METRICS_PORT}",
         "--metrics-config=summary_latencies=true",
+        # Only the model agent (it holds the key) may load, unload or configure models.
+        *agent_auth.triton_restriction_args(f"$({agent_auth.TRITON_KEY_ENV})"),
     ]
 
 
@@ -154,7 +189,8 @@ def _fetch_args(spec: Spec, claim: str | None, repository: str = c.MODEL_REPOSIT
     rewrites absolute-path arguments under a mount) moves them all."""
     model = spec.model
     args = ["fetch", *_source_args(spec, from_file), "--format", model.format, "--name", model.name,
-            "--repository", repository, "--termination-log", TERMINATION_MESSAGE_PATH]
+            "--repository", repository, "--max-bytes", str(model.max_bytes),
+            "--termination-log", TERMINATION_MESSAGE_PATH]
     if claim:
         args += ["--pvc-mount", pvc_mount_path(claim)]
     return args
@@ -195,15 +231,7 @@ def fetch_container(spec: Spec, options: RenderOptions, repository: str = c.MODE
         },
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "runAsUser": FETCHER_UID,
-            "runAsGroup": FETCHER_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _restricted(FETCHER_UID),
     }
     secret = spec.model.credentials_secret
     if secret and spec.model.scheme == "gs":
@@ -243,14 +271,18 @@ def agent_container(spec: Spec, options: RenderOptions, owner_name: str) -> dict
     agent = copy.deepcopy(fetch_container(spec, options, from_file=True))
     claim = _pvc_claim(spec)
     args = ["agent", "--repository", c.MODEL_REPOSITORY, "--name", spec.model.name, "--format", spec.model.format,
-            "--source-file", f"{MODEL_SOURCE_DIR}/{SOURCE_FILE}",
+            "--source-file", f"{MODEL_SOURCE_DIR}/{SOURCE_FILE}", "--token-file", f"{AGENT_SECRET_DIR}/{AGENT_TOKEN_KEY}",
             "--triton-url", f"127.0.0.1:{c.HTTP_PORT}", "--triton-grpc-url", f"127.0.0.1:{c.GRPC_PORT}",
-            "--port", str(AGENT_PORT), "--termination-log", TERMINATION_MESSAGE_PATH]
+            "--port", str(AGENT_PORT), "--max-bytes", str(spec.model.max_bytes),
+            "--termination-log", TERMINATION_MESSAGE_PATH]
     if claim:
         args += ["--pvc-mount", pvc_mount_path(claim)]
-    # Only the operator may tell the agent what to fetch and serve: PUT needs this token.
-    agent["env"] = [*agent.get("env", []), {"name": AGENT_TOKEN_ENV, "valueFrom": {"secretKeyRef": {
-        "name": names.agent_token_name(owner_name), "key": AGENT_TOKEN_KEY}}}]
+    # Only the operator may tell the agent what to fetch and serve: a PUT is signed with the token of the
+    # mounted Secret (re-read at every PUT, so a rotation needs no restart). The agent alone may call
+    # Triton's control API: it gets the key too.
+    agent["env"] = [*agent.get("env", []), _triton_key_env(owner_name)]
+    agent["volumeMounts"] = [*agent["volumeMounts"],
+                             {"name": "agent-secret", "mountPath": AGENT_SECRET_DIR, "readOnly": True}]
     agent.update(
         name="model-agent",
         args=args,
@@ -283,11 +315,28 @@ def pod_scheduling(node_selector: Mapping[str, str], tolerations: Iterable[Mappi
     return out
 
 
-def scheduling(spec: Spec) -> dict[str, Any]:
-    """Scheduling of the serving pods: spec.placement plus the GPU conventions."""
+def topology_spread(spec: Spec, selector: Mapping[str, str]) -> list[dict[str, Any]]:
+    """spec.placement.topologySpreadConstraints when given (``[]``: none), else replicas spread over nodes:
+    one node going away takes as few replicas as possible. ``ScheduleAnyway`` so a single-node cluster still
+    runs every replica; ``pod-template-hash`` counts the replicas of one rollout together.
+    """
+    if spec.placement.topology_spread is not None:
+        return [dict(c) for c in spec.placement.topology_spread]
+    return [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": dict(selector)}, "matchLabelKeys": ["pod-template-hash"]}]
+
+
+def scheduling(spec: Spec, selector: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Scheduling of the serving pods: spec.placement plus the GPU conventions, and the spread of
+    replicas over nodes (when ``selector``, the pods' labels, is given)."""
     gpu = spec.resources.gpu
-    return pod_scheduling(spec.placement.node_selector, spec.placement.tolerations, gpu.count, gpu.product,
-                          spec.placement.affinity)
+    out = pod_scheduling(spec.placement.node_selector, spec.placement.tolerations, gpu.count, gpu.product,
+                         spec.placement.affinity)
+    if selector is not None:
+        spread = topology_spread(spec, selector)
+        if spread:
+            out["topologySpreadConstraints"] = spread
+    return out
 
 
 def render_deployment(
@@ -317,16 +366,16 @@ def render_deployment(
         # while the agent loads a new version next to the old one, though the old one still serves.
         "readinessProbe": _probe(f"/v2/models/{spec.model.name}/ready", periodSeconds=5, failureThreshold=3),
         "resources": _resources(spec),
+        "env": [_triton_key_env(owner.name)],
         "volumeMounts": [
             {"name": "model-repository", "mountPath": c.MODEL_REPOSITORY},
             {"name": "model-config", "mountPath": f"{model_dir}/config.pbtxt", "subPath": "config.pbtxt",
              "readOnly": True},
             {"name": "dshm", "mountPath": "/dev/shm"},
+            # The root filesystem is read-only; the python backend and some libraries write scratch files.
+            {"name": "tmp", "mountPath": "/tmp"},
         ],
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": _restricted(TRITON_UID),
     }
     pod_spec: dict[str, Any] = {
         "initContainers": [fetch_container(spec, options, from_file=True)],
@@ -336,11 +385,15 @@ def render_deployment(
             {"name": "model-config", "configMap": {"name": names.config_map_name(owner.name, revision)}},
             {"name": "model-source-file", "secret": {"secretName": names.model_source_name(deployment)}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+            {"name": "agent-secret", "secret": {"secretName": names.agent_token_name(owner.name)}},
             *fetch_volumes(spec),
         ],
-        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        # No container talks to the Kubernetes API: no service account token in the pod.
+        "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "terminationGracePeriodSeconds": 30,
-        **scheduling(spec),
+        **scheduling(spec, selector),
     }
     return {
         "apiVersion": "apps/v1",

@@ -365,9 +365,38 @@ def container_env(pod: dict[str, Any], container: dict[str, Any], mounts: Sequen
     return env
 
 
-def _argv(config: HostConfig, container: dict[str, Any], mounts: Sequence[Mount], ports: Mapping[int, int]) -> list[str]:
+def expand_env_refs(text: str, env: Mapping[str, str]) -> str:
+    """``$(VAR)`` references in a command or argument expanded from the container's environment, as the
+    kubelet does: an unknown variable stays ``$(VAR)``, ``$$`` is a literal ``$``.
+
+    >>> expand_env_refs("--key=$(KEY) $$(KEY) $(NOPE)", {"KEY": "k"})
+    '--key=k $(KEY) $(NOPE)'
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text.startswith("$$", i):
+            out.append("$")
+            i += 2
+            continue
+        if text.startswith("$(", i):
+            close = text.find(")", i + 2)
+            if close != -1:
+                name = text[i + 2:close]
+                out.append(env[name] if name and name in env else text[i:close + 1])
+                i = close + 1
+                continue
+        out.append(text[i])
+        i += 1
+    return "".join(out)
+
+
+def _argv(config: HostConfig, container: dict[str, Any], mounts: Sequence[Mount], ports: Mapping[int, int],
+          env: Mapping[str, str] | None = None) -> list[str]:
     kind = claim.image_kind(container.get("image", ""))
     command, args = list(container.get("command") or []), list(container.get("args") or [])
+    if env is not None:
+        command, args = [expand_env_refs(a, env) for a in command], [expand_env_refs(a, env) for a in args]
     if kind == claim.TRITON:
         # NVIDIA's image runs its entrypoint script, which execs the command line it is given.
         line = [translate_arg(a, mounts) for a in command + args]
@@ -404,8 +433,10 @@ def plan_container(config: HostConfig, pod: dict[str, Any], container: dict[str,
         if "emptyDir" in vol or "persistentVolumeClaim" in vol:
             folders.append(volume_host_path(config, pod, vol))
     kind = claim.image_kind(container.get("image", "")) or ""
-    argv = _argv(config, container, mounts_with_log, ports)
     env = container_env(pod, container, mounts_with_log, lookup, config.base_env)
+    declared = {e["name"] for e in container.get("env") or []}
+    argv = _argv(config, container, mounts_with_log, ports,
+                 {k: v for k, v in env.items() if k in declared or k not in config.base_env})
     if kind == claim.MODELDEPLOY:
         # The model agent copies the python-backend shim next to each model.onnx it fetches (agent.sandbox).
         env.setdefault(SHIM_ENV, str(triton.SHIM_MODEL))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 
 import pytest
 from kubernetes import client
@@ -65,7 +66,9 @@ def test_create_becomes_ready_with_children_on_gpu_nodes(api, operator, namespac
     status = md["status"]
     assert status["readyReplicas"] == 2 and status["replicas"] == 2
     assert status["deployment"] == "digits-stable" and status["service"] == "digits"
-    assert status["model"] == {"name": "digits", "version": 1, "uri": "https://models.example.com/digits/1/model.onnx"}
+    uri = "https://models.example.com/digits/1/model.onnx"
+    assert status["model"] == {"name": "digits", "version": 1, "uri": uri,
+                               "uriFingerprint": hashlib.sha256(uri.encode()).hexdigest()}
     assert status["endpoints"]["http"] == f"http://digits.{namespace}.svc:8000"
     assert condition(md, "Reconciling")["status"] == "False"
     assert condition(md, "Stalled")["status"] == "False"

@@ -150,9 +150,14 @@ def look_number(started_at: datetime, now: datetime, interval_seconds: float) ->
     return max(0, math.floor((now - started_at).total_seconds() / interval_seconds)) + 1
 
 
-def judge(spec: cs.AnalysisSpec, data: Measurements, *, started_at: datetime, now: datetime) -> Verdict:
-    """The verdict on ``data`` (canary vs stable over one range) for the look that ``now`` is."""
-    look = look_number(started_at, now, spec.interval_seconds)
+def judge(spec: cs.AnalysisSpec, data: Measurements, *, started_at: datetime, now: datetime,
+          previous_look: int = 0) -> Verdict:
+    """The verdict on ``data`` (canary vs stable over one range) for the look that ``now`` is.
+
+    ``previous_look`` (``status.canary.lastAnalysis.look``) keeps look numbers distinct even if two
+    judgements fall in one interval (a clock step, an early requeue): each look spends its own alpha.
+    """
+    look = max(look_number(started_at, now, spec.interval_seconds), previous_look + 1)
     alpha = stats.look_alpha(spec.significance, look)
     if data.unavailable is not None or data.canary is None:
         why = data.unavailable or "no canary measurements"

@@ -178,3 +178,31 @@ def _replace(current: Any, wanted: Any) -> Any:
     out = {k: _replace(current.get(k), v) for k, v in wanted.items() if current.get(k) != v}
     out.update({k: None for k in current if k not in wanted})
     return out
+
+
+#: Field managers and markers of GitOps tools: an object they manage is changed in git, not by hand.
+GITOPS_MANAGERS = ("argocd-controller", "argocd-application-controller", "kustomize-controller", "helm-controller",
+                   "gotk-sync", "flux")
+GITOPS_MARKERS = ("argocd.argoproj.io/tracking-id", "argocd.argoproj.io/instance", "kustomize.toolkit.fluxcd.io/name",
+                  "helm.toolkit.fluxcd.io/name")
+
+
+def gitops_manager(obj: Mapping[str, Any]) -> str | None:
+    """The GitOps tool that manages ``obj`` (from its field managers, annotations and labels), if any.
+
+    >>> gitops_manager({"metadata": {"managedFields": [{"manager": "kustomize-controller"}]}})
+    'kustomize-controller'
+    >>> gitops_manager({"metadata": {"annotations": {"argocd.argoproj.io/tracking-id": "app:x"}}})
+    'argocd.argoproj.io/tracking-id'
+    >>> gitops_manager({"metadata": {"managedFields": [{"manager": "kubectl-client-side-apply"}]}}) is None
+    True
+    """
+    meta = obj.get("metadata") or {}
+    for entry in meta.get("managedFields") or ():
+        manager = str(entry.get("manager") or "")
+        if any(manager == m or manager.startswith(m + "-") for m in GITOPS_MANAGERS):
+            return manager
+    for key in GITOPS_MARKERS:
+        if key in (meta.get("annotations") or {}) or key in (meta.get("labels") or {}):
+            return key
+    return None

@@ -118,7 +118,8 @@ def test_status_written_by_the_machine_comes_back_whole(api, crd_installed, name
     spec = cs.parse_canary(created["spec"]["rollout"]["canary"])
     now = datetime.now(timezone.utc).replace(microsecond=0)
     check = an.CheckResult("errorRate", an.Outcome.FAIL, "errorRate 1.3% ...", 1.3, 0.0, 0.0, 1.2e-11, 0.0025)
-    verdict = an.Verdict(an.Outcome.FAIL, now, 2, 0.00083, (check,), 800, 7200, "errorRate 1.3% ...")
+    verdict = an.Verdict(an.Outcome.FAIL, now, 2, 0.00083, (check,), 800, 7200, "errorRate 1.3% ...",
+                         {"errorRate": {"through": 1.8e9, "relative": [0.1, 1.2, 3.4, 5.6, 7.8]}})
     stored = cp.decide(spec, None, cp.Target("c1", "s0", "model version 1 -> 2", {"model": created["spec"]["model"]}),
                        cp.Observed(1, 1, 2), None, None, now, 2).status
     status = cp.decide(spec, json.loads(json.dumps(stored)), cp.Target("c1", "s0"), cp.Observed(1, 1, 2), verdict,

@@ -136,7 +136,8 @@ def test_reader_sees_every_scrape_and_the_verdict_follows(prometheus):
     verdict = an.judge(spec, data, started_at=started, now=datetime.now(timezone.utc))
     # 10% of the canary's requests fail, none of stable's; its p50 (16 ms) is above 1.2 x stable's p99 (14.4 ms)
     assert verdict.outcome is an.Outcome.FAIL, verdict.message
-    assert {c.name for c in verdict.failed} == {"errorRate", "latencyP99"}
+    assert {c.name for c in verdict.failed} == {"errorRate", "latencyP99"}, (verdict.message, verdict.evidence,
+                                                                             [(i.start, i.end) for i in data.canary.intervals])
 
 
 def test_unreachable_prometheus_is_metrics_unavailable():
@@ -162,3 +163,26 @@ def test_range_query_for_custom_metrics(prometheus):
     assert len(series) == 1 and len(series[0].points) >= 2
     values = [v for _, v in series[0].points]
     assert values == sorted(values) and all(v % 90 == 0 for v in values)
+
+
+def test_recorder_captures_what_the_replay_reads(prometheus):
+    import importlib.util
+    import sys
+
+    url, *_ = prometheus
+    root = __import__("pathlib").Path(__file__).resolve().parents[2] / "tests" / "bench"
+    modules = {}
+    for name in ("record_canary_series", "replay_analysis"):
+        spec = importlib.util.spec_from_file_location(name, root / f"{name}.py")
+        modules[name] = importlib.util.module_from_spec(spec)
+        sys.modules[name] = modules[name]
+        spec.loader.exec_module(modules[name])
+    end = datetime.now(timezone.utc)
+    data = modules["record_canary_series"].record(PrometheusProvider(url), namespace="ns-analysis", name="digits",
+                                                  canary="a1", stable="s0", start=end - timedelta(seconds=20),
+                                                  end=end, note="exporters")
+    names = {(s["labels"]["__name__"], s["labels"]["revision"]) for s in data["series"]}
+    assert ("nv_inference_request_success", "a1") in names and ("nv_inference_request_summary_us", "s0") in names
+    steps = modules["replay_analysis"].to_steps(data)
+    canary = next(p for p in steps.pods if p.role == "canary")
+    assert set(canary.success[1:-1]) <= {18.0, 36.0, 0.0} and sum(canary.failure) > 0

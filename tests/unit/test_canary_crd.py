@@ -71,7 +71,8 @@ def statuses():
         (cp.Observed(0, 1, 3), None, None),
         (cp.Observed(1, 1, 3), None, None),
         (cp.Observed(1, 1, 3), an.Verdict(an.Outcome.NO_DATA, T0, 1, 0.0025, (), 0, 0, "down"), None),
-        (cp.Observed(1, 1, 3), an.Verdict(an.Outcome.PASS, T0, 2, 0.0008, (check,), 200, 1800, "ok"), None),
+        (cp.Observed(1, 1, 3), an.Verdict(an.Outcome.PASS, T0, 2, 0.0008, (check,), 200, 1800, "ok",
+                                          {"errorRate": {"through": 1.5e9, "relative": [0.5] * 5}}), None),
         (cp.Observed(1, 1, 3), None, cmd.Command("promote", "p1", revision="c1")),
         (cp.Observed(1, 1, 3), an.Verdict(an.Outcome.FAIL, T0, 3, 0.0004, (check,), 300, 2700, "bad"), None),
         (cp.Observed(0, 0, 3), None, None),
@@ -81,7 +82,7 @@ def statuses():
         now = T0 + timedelta(seconds=10 * k)
         if verdict is not None:
             verdict = an.Verdict(verdict.outcome, now, verdict.look, verdict.alpha, verdict.checks,
-                                 verdict.canary_requests, verdict.stable_requests, verdict.message)
+                                 verdict.canary_requests, verdict.stable_requests, verdict.message, verdict.evidence)
         status = json.loads(json.dumps(cp.decide(spec, status, target, obs, verdict, command, now, 3).status))
         out.append(status)
     promoted = cp.decide(spec, {**status, "phase": "Promoting"}, cp.Target("c1", "c1"), cp.Observed(3, 3, 3), None,

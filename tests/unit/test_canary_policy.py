@@ -65,7 +65,7 @@ class Sim:
         """Advance, and pass a verdict when analysis is due (as the reconciler would)."""
         self.now += timedelta(seconds=after)
         due = self.due()
-        v = verdict(outcome, self.now, look=due.previous_look + 1) if due else None
+        v = verdict(outcome, self.now, look=int((due.previous or {}).get("look") or 0) + 1) if due else None
         return self.run(verdict_=v, **kw)
 
 
@@ -298,12 +298,13 @@ def test_analysis_due_once_per_interval_after_traffic():
     assert sim.due() is None
     sim.run(after=3, ready=1)
     due = sim.due()
-    assert due == cp.AnalysisDue(T0 + timedelta(seconds=3), 0)
+    assert due == cp.AnalysisDue(T0 + timedelta(seconds=3), None)
     sim.run(verdict_=verdict(an.Outcome.INCONCLUSIVE, sim.now, look=1))
     sim.now += timedelta(seconds=9)
     assert sim.due() is None
     sim.now += timedelta(seconds=1)
-    assert sim.due() == cp.AnalysisDue(T0 + timedelta(seconds=3), 1)
+    due = sim.due()
+    assert due.started_at == T0 + timedelta(seconds=3) and due.previous["look"] == 1
 
 
 def test_history_is_bounded():

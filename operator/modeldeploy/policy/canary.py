@@ -5,9 +5,10 @@ bit of rollout state lives in ``status.canary`` (``stored`` in, ``Decision.statu
 operator restarted mid-step resumes at the same step with the same timers, as Argo Rollouts resumes
 from its status. The lead's reconciler calls, in order:
 
-1. ``analysis_due(spec, stored, now)`` — whether to read metrics this round (at most once per
+1. ``due = analysis_due(spec, stored, now)`` — whether to read metrics this round (at most once per
    analysis interval, only once traffic reaches the canary); if so
-   ``policy.analysis.judge(spec.analysis, reconcile.analysis.measure(...), started_at=..., now=now)``;
+   ``policy.analysis.judge(spec.analysis, reconcile.analysis.measure(provider, target, spec.analysis,
+   started_at=due.started_at, now=now), started_at=due.started_at, now=now, previous=due.previous)``;
 2. ``decide(...)`` with that verdict (or None) and the command from ``policy.commands.parse``;
 3. applies ``Decision`` (replica counts, route weight and header match, ``promote``), writes
    ``Decision.status`` as ``status.canary``, emits ``Decision.events``, merges ``Decision.conditions``,
@@ -267,10 +268,10 @@ def _as_time(now: datetime) -> datetime:
 
 @dataclass(frozen=True)
 class AnalysisDue:
-    """Arguments for this round's ``judge`` and ``measure``."""
+    """Arguments for this round's ``measure`` (``started_at``) and ``judge`` (``started_at``, ``previous``)."""
 
     started_at: datetime
-    previous_look: int
+    previous: Mapping[str, Any] | None  # status.canary.lastAnalysis: the look count and the sequential evidence
 
 
 def analysis_due(spec: cs.CanarySpec, stored: Mapping[str, Any] | None, now: datetime) -> AnalysisDue | None:
@@ -285,7 +286,7 @@ def analysis_due(spec: cs.CanarySpec, stored: Mapping[str, Any] | None, now: dat
     last = _time((st.last_analysis or {}).get("time"))
     if last is not None and (now - last).total_seconds() < spec.analysis.interval_seconds:
         return None
-    return AnalysisDue(st.analysis_started_at, int((st.last_analysis or {}).get("look") or 0))
+    return AnalysisDue(st.analysis_started_at, st.last_analysis)
 
 
 def decide(spec: cs.CanarySpec, stored: Mapping[str, Any] | None, target: Target, observed: Observed,

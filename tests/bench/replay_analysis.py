@@ -62,7 +62,7 @@ Recording format ``modeldeploy-canary-series/1``::
                  "points": [[unix_seconds, value], ...]}, ...]}
 
 Usage:
-    python tests/bench/replay_analysis.py --synthetic 4 --runs 200
+    python tests/bench/replay_analysis.py --synthetic 4 --runs 200 --seconds 600
     python tests/bench/replay_analysis.py --recording aa1.json --recording aa2.json --runs 200
 """
 
@@ -517,6 +517,7 @@ SCENARIOS = ("aa", "error", "latency", "outage")
 def run_benchmark(sources: Sequence[dict[str, Any]], runs: int, seconds: float, block: float, seed: int,
                   scenarios: Sequence[str] = SCENARIOS, relative_limit: float = 1.2, error_pp: float = 1.0,
                   latency_factor: float = 1.5, flagger_interval: float = 60.0, argo_interval: float = 60.0,
+                  flagger_threshold: int = 5,
                   outage: tuple[float, float] = (60.0, 660.0), progress=None) -> list[Row]:
     steps_sources = [to_steps(r) for r in sources]
     scrape = steps_sources[0].scrape
@@ -546,7 +547,8 @@ def run_benchmark(sources: Sequence[dict[str, Any]], runs: int, seconds: float, 
             limit_ms = relative_limit * stable_p99 / 1000
             results = {
                 "ours": ours(recording, length, outages=outages_abs),
-                "flagger": flagger(run, length, limit_ms, interval=flagger_interval, outages=outages_rel),
+                "flagger": flagger(run, length, limit_ms, interval=flagger_interval, threshold=flagger_threshold,
+                                   outages=outages_rel),
                 "argo": argo(run, length, limit_ms, interval=argo_interval, outages=outages_rel),
             }
             for name, res in results.items():
@@ -580,6 +582,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--block", type=float, default=60.0, help="bootstrap block length, seconds")
     parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="default: all")
     parser.add_argument("--flagger-interval", type=float, default=60.0)
+    parser.add_argument("--flagger-threshold", type=int, default=5,
+                        help="failed checks before rollback (5 as usually configured; Flagger's own default is 1)")
     parser.add_argument("--argo-interval", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", help="also write the rows here")
@@ -602,10 +606,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows = run_benchmark(sources, args.runs, args.seconds, args.block, args.seed,
                          scenarios=args.scenario or SCENARIOS, flagger_interval=args.flagger_interval,
-                         argo_interval=args.argo_interval, progress=progress)
+                         argo_interval=args.argo_interval, flagger_threshold=args.flagger_threshold,
+                         progress=progress)
     kind = "synthetic" if args.synthetic else ", ".join(args.recording)
     print(f"recordings: {kind}; {args.runs} runs per scenario, {args.seconds:g} s each, blocks of {args.block:g} s, "
-          f"Flagger every {args.flagger_interval:g} s, Argo every {args.argo_interval:g} s, ours every 10 s")
+          f"Flagger every {args.flagger_interval:g} s (threshold {args.flagger_threshold}), Argo every "
+          f"{args.argo_interval:g} s, ours every 10 s")
     print(markdown(rows))
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=2))

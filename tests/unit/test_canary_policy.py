@@ -287,6 +287,17 @@ def test_spec_changed_back_to_stable_ends_the_rollout():
     assert d.status["history"][0]["outcome"] == "Superseded"
 
 
+def test_steps_shortened_mid_rollout_rejudge_the_last_step_instead_of_promoting():
+    sim = Sim(canary_spec([{"setWeight": 10}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]))
+    sim.run(ready=1)
+    sim.run(after=1, ready=3, command=cmd.Command("promote", "p1"))
+    d = sim.run(after=1, ready=3, command=cmd.Command("promote", "p2"))
+    assert d.status["step"] == 2 and d.weight == 50
+    sim.spec = canary_spec([{"setWeight": 10}, {"pause": {}}])
+    d = sim.run(after=1)
+    assert d.phase == "Paused" and d.status["step"] == 1 and not d.promote
+
+
 def test_first_rollout_has_no_canary():
     d = cp.decide(canary_spec([{"setWeight": 10}]), None, cp.Target("c1", None), cp.Observed(), None, None, T0, 3)
     assert (d.phase, d.canary_replicas, d.stable_replicas, d.status) == (None, 0, 3, {})

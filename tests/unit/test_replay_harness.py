@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from modeldeploy.api import canary as cs
-from modeldeploy.policy import analysis as an
 from modeldeploy.policy import measurements as ms
 from modeldeploy.reconcile import analysis as ra
 

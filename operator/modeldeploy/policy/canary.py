@@ -45,7 +45,7 @@ the canary revision stable and reports it -> Promoted, history entry "Promoted".
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
@@ -332,8 +332,9 @@ def decide(spec: cs.CanarySpec, stored: Mapping[str, Any] | None, target: Target
     # 3. Phases that no longer step.
     if st.phase in (ROLLING_BACK, ABORTED):
         return _rolled_back(spec, st, observed, events, now, total_replicas, n_steps, clear)
-    if st.phase == PROMOTING:
+    if st.phase in (PROMOTING, PROMOTED):  # Promoted here: the reconciler has not reported the new stable yet
         return _promoting(spec, st, observed, events, now, total_replicas, n_steps, clear, routed)
+    st.step = min(st.step, n_steps - 1)  # the steps were shortened mid-rollout: re-judge the last one
 
     # 4. Pods for the current step, the progress deadline, traffic.
     want = _step_weight(spec, st)
@@ -661,8 +662,3 @@ def _requeue(spec: cs.CanarySpec, st: _State, now: datetime, ready: bool) -> flo
     if not times:
         return None
     return max(1.0, min(times))
-
-
-def replace_status(decision: Decision, **changes: Any) -> Decision:
-    """A copy of ``decision`` with fields changed (for the reconciler's own adjustments)."""
-    return replace(decision, **changes)

@@ -190,4 +190,4 @@ def test_recorder_captures_what_the_replay_reads(prometheus):
     assert ("nv_inference_request_success", "a1") in names and ("nv_inference_request_summary_us", "s0") in names
     steps = modules["replay_analysis"].to_steps(data)
     canary = next(p for p in steps.pods if p.role == "canary")
-    assert set(canary.success[1:-1]) <= {18.0, 36.0, 0.0} and sum(canary.failure) > 0
+    assert all(v % 18 == 0 for v in canary.success) and sum(canary.success) > 0 and sum(canary.failure) > 0

@@ -182,10 +182,16 @@ def test_recorder_captures_what_the_replay_reads(prometheus):
         modules[name] = importlib.util.module_from_spec(spec)
         sys.modules[name] = modules[name]
         spec.loader.exec_module(modules[name])
-    end = datetime.now(timezone.utc)
-    data = modules["record_canary_series"].record(PrometheusProvider(url), namespace="ns-analysis", name="digits",
-                                                  canary="a1", stable="s0", start=end - timedelta(seconds=20),
-                                                  end=end, note="exporters")
+    began = datetime.now(timezone.utc)
+
+    def recorded():
+        data = modules["record_canary_series"].record(
+            PrometheusProvider(url), namespace="ns-analysis", name="digits", canary="a1", stable="s0",
+            start=began - timedelta(seconds=20), end=datetime.now(timezone.utc), note="exporters")
+        success = [s for s in data["series"] if s["labels"]["__name__"] == "nv_inference_request_success"]
+        return data if len(success) == 2 and all(len(s["points"]) >= 4 for s in success) else None
+
+    data = wait_for(recorded, 60, "4 scrapes of each exporter")
     names = {(s["labels"]["__name__"], s["labels"]["revision"]) for s in data["series"]}
     assert ("nv_inference_request_success", "a1") in names and ("nv_inference_request_summary_us", "s0") in names
     steps = modules["replay_analysis"].to_steps(data)

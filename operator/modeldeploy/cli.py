@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     compress_command.register(sub)
     from modeldeploy.agent import command as agent_command
     agent_command.register(sub)
+    from modeldeploy import rollout_cli  # promote, abort, retry, undo, history (also `kubectl modeldeploy ...`)
+    rollout_cli.register(sub)
     return parser
 
 

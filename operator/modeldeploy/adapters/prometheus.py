@@ -34,6 +34,14 @@ class Sample:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Series:
+    """One series of a range-vector or range-query answer: labels and (unix seconds, value) points."""
+
+    labels: Mapping[str, str]
+    points: tuple[tuple[float, float], ...]
+
+
 class MetricsProvider(Protocol):
     """What analysis and autoscaling need from a metrics backend."""
 
@@ -43,6 +51,19 @@ class MetricsProvider(Protocol):
         ...
 
     def is_online(self) -> bool:
+        ...
+
+
+class SeriesProvider(MetricsProvider, Protocol):
+    """What canary analysis needs on top: raw samples and range queries (policy/measurements.py says why)."""
+
+    def query_series(self, promql: str, at: datetime | None = None) -> list[Series]:
+        """Evaluate an instant query whose result is a range vector (``metric{...}[90s]``): every series
+        with its raw samples as scraped. MetricsUnavailable as for :meth:`query`."""
+        ...
+
+    def query_range(self, promql: str, start: datetime, end: datetime, step_seconds: float) -> list[Series]:
+        """Evaluate ``promql`` at every ``step_seconds`` from ``start`` to ``end``."""
         ...
 
 
@@ -69,12 +90,17 @@ def scalar(samples: Sequence[Sample], what: str = "query") -> float:
 class PrometheusProvider:
     """:class:`MetricsProvider` over prometheus-api-client's ``PrometheusConnect``."""
 
-    def __init__(self, url: str, timeout: float = 5.0):
+    def __init__(self, url: str, timeout: float = 5.0, retries: int = 1):
         from prometheus_api_client import PrometheusConnect
+        from urllib3.util.retry import Retry
 
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self._client = PrometheusConnect(url=self.url, disable_ssl=True)
+        # The client's default (3 retries, backoff 1 s) blocks ~6 s per query while Prometheus is down;
+        # callers poll again at their own interval, and a hold must be reported within one.
+        retry = Retry(total=retries, backoff_factor=0.1, status_forcelist=[500, 502, 503, 504],
+                      allowed_methods=["GET", "POST"])
+        self._client = PrometheusConnect(url=self.url, disable_ssl=True, retry=retry)
 
     def query(self, promql: str, at: datetime | None = None) -> list[Sample]:
         params = {"timeout": f"{self.timeout:g}s"}
@@ -90,6 +116,36 @@ class PrometheusProvider:
                 out.append(Sample(float(item["value"][1]), dict(item.get("metric") or {})))
             except (KeyError, IndexError, TypeError, ValueError):
                 raise MetricsUnavailable(f"Prometheus {self.url}: unexpected answer to {promql!r}") from None
+        return out
+
+    def query_series(self, promql: str, at: datetime | None = None) -> list[Series]:
+        params = {"timeout": f"{self.timeout:g}s"}
+        if at is not None:
+            params["time"] = f"{at.timestamp():.3f}"
+        try:
+            result = self._client.custom_query(promql, params=params, timeout=self.timeout)
+        except Exception as exc:  # noqa: BLE001
+            raise MetricsUnavailable(f"Prometheus {self.url}: {_one_line(exc)}") from None
+        return self._series(result, promql)
+
+    def query_range(self, promql: str, start: datetime, end: datetime, step_seconds: float) -> list[Series]:
+        try:
+            result = self._client.custom_query_range(promql, start_time=start, end_time=end,
+                                                     step=f"{step_seconds:g}s",
+                                                     params={"timeout": f"{self.timeout:g}s"}, timeout=self.timeout)
+        except Exception as exc:  # noqa: BLE001
+            raise MetricsUnavailable(f"Prometheus {self.url}: {_one_line(exc)}") from None
+        return self._series(result, promql)
+
+    def _series(self, result: object, promql: str) -> list[Series]:
+        out = []
+        for item in result or ():  # type: ignore[union-attr]
+            try:
+                raw = item["values"] if "values" in item else [item["value"]]
+                points = tuple((float(t), float(v)) for t, v in raw)
+            except (KeyError, IndexError, TypeError, ValueError):
+                raise MetricsUnavailable(f"Prometheus {self.url}: unexpected answer to {promql!r}") from None
+            out.append(Series(dict(item.get("metric") or {}), points))
         return out
 
     def is_online(self) -> bool:

@@ -18,6 +18,9 @@ on the side of calling a revision slow.
 
 from __future__ import annotations
 
+import re
+from typing import Sequence
+
 from modeldeploy.render.names import fit
 
 
@@ -88,3 +91,29 @@ def queue_to_compute(sel: str, window: str) -> str:
 def pending_requests(sel: str) -> str:
     """Requests waiting in Triton right now, summed over pods."""
     return f"sum(nv_inference_pending_request_count{{{sel}}})"
+
+
+def revisions_selector(namespace: str, modeldeployment: str, revisions: Sequence[str],
+                       model: str | None = None) -> str:
+    """Label matchers for several revisions of one ModelDeployment at once (one query for canary and stable).
+
+    >>> revisions_selector("ns", "digits", ["abc", "def"], model="digits")
+    'namespace="ns",modeldeployment="digits",model="digits",revision=~"abc|def"'
+    """
+    base = selector(namespace, modeldeployment, model=model)
+    pattern = "|".join(re.sub(r"([^A-Za-z0-9_-])", r"\\\1", r) for r in revisions)
+    return f"{base},revision=~{_quote(pattern)}"
+
+
+def raw_samples(names: Sequence[str], sel: str, seconds: int) -> str:
+    """The raw samples of these series over the last ``seconds``: a range vector, to be evaluated as an
+    instant query (each point as scraped, with its timestamp; see policy/measurements.py for why).
+
+    >>> raw_samples(["nv_inference_request_success"], 'revision="a"', 90)
+    'nv_inference_request_success{revision="a"}[90s]'
+    >>> raw_samples(["a_total", "b_total"], 'pod="p"', 60)
+    '{__name__=~"a_total|b_total",pod="p"}[60s]'
+    """
+    if len(names) == 1:
+        return f"{names[0]}{{{sel}}}[{int(seconds)}s]"
+    return f'{{__name__=~"{"|".join(names)}",{sel}}}[{int(seconds)}s]'

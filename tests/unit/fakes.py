@@ -95,6 +95,28 @@ class FakeKube:
         obj["metadata"]["resourceVersion"] = str(next(_rv))
         return copy.deepcopy(obj)
 
+    def scale(self, namespace, name, replicas):
+        self.calls.append(("scale", f"{name}={replicas}"))
+        dep = self.objects[("Deployment", namespace, name)]
+        dep["spec"]["replicas"] = replicas
+        dep["metadata"]["generation"] += 1
+        dep["metadata"]["resourceVersion"] = str(next(_rv))
+        n = replicas if self.ready else 0
+        dep["status"] = {"observedGeneration": dep["metadata"]["generation"], "replicas": n, "updatedReplicas": n,
+                         "readyReplicas": n, "availableReplicas": n}
+        return {"spec": {"replicas": replicas}}
+
+    def patch_model_deployment(self, namespace, name, patch):
+        self.calls.append(("patch_md", name))
+        obj = self.objects[(c.KIND, namespace, name)]
+        annotations = obj["metadata"].setdefault("annotations", {})
+        for key, value in (patch.get("metadata", {}).get("annotations") or {}).items():
+            if value is None:
+                annotations.pop(key, None)
+            else:
+                annotations[key] = value
+        obj["metadata"]["resourceVersion"] = str(next(_rv))
+
     def create_job(self, job):
         self.calls.append(("create_job", job["metadata"]["name"]))
         return self.put("Job", {**job, "status": {}})

@@ -30,6 +30,8 @@ except ImportError as exc:  # pragma: no cover - only when the sandbox tools mod
 NAMESPACED_RULES = {
     ("modeldeploy.io", "modeldeployments", "list"),
     ("modeldeploy.io", "modeldeployments", "watch"),
+    ("modeldeploy.io", "modeldeployments", "patch"),
+    ("apps", "deployments/scale", "patch"),
     ("modeldeploy.io", "modeldeployments/status", "patch"),
     *{("", kind, verb) for kind in ("configmaps", "services")
       for verb in ("get", "list", "watch", "create", "patch", "delete")},

@@ -72,7 +72,8 @@ def test_unimplemented_fields_are_listed():
         compression={"quantization": {"mode": "fp16"}, "modelStore": {"claimName": "store"}},
         rollout={"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}]}},
     ))
-    assert unimplemented_fields(spec) == ["spec.rollout.canary"]
+    assert unimplemented_fields(spec) == []  # canary rollouts are implemented
+    assert unimplemented_fields(parse_spec("m", spec_with(autoscaling={"maxReplicas": 3}))) == ["spec.autoscaling"]
 
 
 def test_compression_splits_the_recipe_from_the_job_settings():

@@ -57,11 +57,11 @@ Widening any of these fails tests/unit/test_chart.py on purpose.
 {{- define "modeldeploy.namespacedRules" -}}
 # Every rule below is used by the operator; the handlers' watches (list + watch) fill its cache, and
 # the reconciler reads from that cache (handlers/modeldeployment.py, adapters/cache.py).
-# ModelDeployments: watched (Kopf event handlers; one list at start). Never patched: Kopf keeps no
-# annotations on them (only event handlers are used).
+# ModelDeployments: watched (Kopf event handlers; one list at start). Patched only to remove a rollout
+# command annotation once its outcome is in status (policy/commands.py); Kopf keeps no annotations.
 - apiGroups: ["modeldeploy.io"]
   resources: ["modeldeployments"]
-  verbs: ["list", "watch"]
+  verbs: ["list", "watch", "patch"]
 # Kube.patch_status writes status through the status subresource (merge patch).
 - apiGroups: ["modeldeploy.io"]
   resources: ["modeldeployments/status"]
@@ -76,6 +76,10 @@ Widening any of these fails tests/unit/test_chart.py on purpose.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The stable Deployment while a canary runs is resized, not re-rendered (Kube.scale).
+- apiGroups: ["apps"]
+  resources: ["deployments/scale"]
+  verbs: ["patch"]
 # Secrets: the model source of each Deployment (<deployment>-model, applied) and the agent token
 # (<name>-agent-keys: the agents' token and the Triton control key, created once, read when an agent is
 # told to swap). Secrets are not watched.

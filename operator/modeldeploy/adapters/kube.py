@@ -129,6 +129,19 @@ class Kube:
             if err.status not in (404, 409):  # gone already, or a different object now: not ours to delete
                 raise
 
+    def scale(self, namespace: str, name: str, replicas: int) -> dict[str, Any]:
+        """Set a Deployment's replicas through its scale subresource (the stable Deployment while a canary
+        runs: its template is not ours to re-render, only its size). Returns the Scale."""
+        return self._call("scale", f"Deployment {namespace}/{name}", self.apps.patch_namespaced_deployment_scale,
+                          name, namespace, {"spec": {"replicas": replicas}}, field_manager=self.field_manager,
+                          _content_type=MERGE)
+
+    def patch_model_deployment(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        """Merge-patch a ModelDeployment's metadata (the operator only ever removes a handled
+        rollout-command annotation this way)."""
+        self._call("patch", f"{c.KIND} {namespace}/{name}", self.custom.patch_namespaced_custom_object,
+                   c.GROUP, c.VERSION, namespace, c.PLURAL, name, dict(patch), _content_type=MERGE)
+
     def post_event(self, regarding: Mapping[str, Any], type_: str, reason: str, message: str,
                    now: str) -> None:
         """A core/v1 Event about ``regarding`` (an object with apiVersion/kind/metadata), as kubectl describe

@@ -34,6 +34,9 @@ LABEL_ROLE = "modeldeploy.io/role"
 # created for, fixed for their life (a Deployment's selector is immutable), unlike the pods' revision
 # label, which follows the template.
 LABEL_POD_SET = "modeldeploy.io/pod-set"
+# On every Triton Deployment: the revision of its pod template without the model (render/names.revision_of),
+# to tell whether a canary is needed when the pods' revision label also names a model.
+ANNOTATION_TEMPLATE_REVISION = "modeldeploy.io/template-revision"
 
 # GPU conventions of the NVIDIA device plugin and GPU feature discovery.
 GPU_RESOURCE = "nvidia.com/gpu"

@@ -14,6 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+# A module import: api/canary.py imports this module the same way, so either may be imported first.
+from modeldeploy.api import canary as canary_api
+
 MODEL_FORMATS = ("onnx", "tensorrt", "torchscript", "python", "savedmodel")
 URI_SCHEMES = ("s3", "gs", "http", "https", "pvc", "file")
 
@@ -164,7 +167,7 @@ class Spec:
     autoscaling: Mapping[str, Any] | None
     compression: CompressionSpec | None
     rollout_strategy: str
-    canary: Mapping[str, Any] | None
+    canary: "canary_api.CanarySpec | None"  # parsed when strategy is Canary (api/canary.py)
 
     @property
     def backend(self) -> str:
@@ -315,7 +318,7 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> Spec:
         autoscaling=autoscaling,
         compression=None if compression is None else _compression(compression),
         rollout_strategy=rollout.get("strategy", "Rolling"),
-        canary=rollout.get("canary"),
+        canary=canary_api.parse_canary(rollout.get("canary")) if rollout.get("strategy") == "Canary" else None,
     )
 
 
@@ -379,6 +382,4 @@ def unimplemented_fields(spec: Spec) -> list[str]:
     fields = []
     if spec.autoscaling is not None:
         fields.append("spec.autoscaling")
-    if spec.rollout_strategy == "Canary" or spec.canary:
-        fields.append("spec.rollout.canary")
     return fields

@@ -35,8 +35,9 @@ from modeldeploy import metrics
 from modeldeploy.adapters.agent import AgentClient
 from modeldeploy.adapters.cache import ObjectCache, owner_name
 from modeldeploy.adapters.kube import Kube
+from modeldeploy.adapters.prometheus import PrometheusProvider
 from modeldeploy.api import constants as c
-from modeldeploy.api.conditions import format_time
+from modeldeploy.api.conditions import format_time, one_line
 from modeldeploy.policy.pods import diagnose_pods
 from modeldeploy.reconcile.modeldeployment import Reconciler, Result
 from modeldeploy.render.triton import DEFAULT_TRITON_IMAGE, RenderOptions
@@ -96,9 +97,12 @@ class Operator:
     waiting: defaultdict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
     _threads: list[threading.Thread] = field(default_factory=list)
 
+    prometheus_url: str | None = None
+
     def __post_init__(self) -> None:
+        metrics_provider = PrometheusProvider(self.prometheus_url) if self.prometheus_url else None
         self.reconciler = Reconciler(view=self.cache, kube=self.kube, options=self.options, now=_now,
-                                     agents=AgentClient())
+                                     agents=AgentClient(), metrics=metrics_provider)
 
     # --- cache and queue ---------------------------------------------------------------------
     def prefill(self) -> list[Key]:
@@ -161,11 +165,10 @@ class Operator:
         metrics.observe(namespace, name, result.status, body.get("spec"))
         if result.compression_job:
             self.waiting[(namespace, result.compression_job)].add(name)
-        if result.event:
-            kind, reason, message = result.event
-            regarding = {"apiVersion": c.API_VERSION, "kind": c.KIND,
-                         "metadata": body.get("metadata") or {"name": name, "namespace": namespace}}
-            self.kube.post_event(regarding, kind, reason, message, format_time(_now()))
+        regarding = {"apiVersion": c.API_VERSION, "kind": c.KIND,
+                     "metadata": body.get("metadata") or {"name": name, "namespace": namespace}}
+        for kind, reason, message in result.events:
+            self.kube.post_event(regarding, kind, reason, one_line(message), format_time(_now()))
         log.debug("reconciled %s/%s: phase %s, status written: %s", namespace, name,
                   (result.status or {}).get("phase"), result.written)
         if result.retry:
@@ -196,7 +199,8 @@ def configure(settings: kopf.OperatorSettings, logger, **_: Any) -> None:
     except kube_config.ConfigException:
         kube_config.load_kube_config()
     _operator = Operator(kube=Kube(), options=options_from_env(),
-                         workers=int(os.environ.get("MODELDEPLOY_WORKERS", "4")), namespaces=NAMESPACES)
+                         workers=int(os.environ.get("MODELDEPLOY_WORKERS", "4")), namespaces=NAMESPACES,
+                         prometheus_url=os.environ.get("MODELDEPLOY_PROMETHEUS_URL") or None)
     for namespace, name in _operator.prefill():
         _operator.enqueue(namespace, name)
     _operator.start()

@@ -23,7 +23,7 @@ Deployment is rolled out, the agents of pods a and b report version 1 -> one sta
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from modeldeploy.api import constants as c
@@ -40,13 +40,19 @@ SWAP_STALLED_POLL_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class Track:
-    """One Deployment that should serve: ``role`` is stable or canary."""
+    """One Deployment that should serve: ``role`` is stable or canary.
+
+    ``render``: its objects are rendered from ``spec`` and applied; False for the stable Deployment while
+    a canary runs (the spec describes the canary; stable is only scaled). ``pod_set``: the selector value
+    of a per-revision Deployment (None: ``<name>-stable``, selected by track)."""
 
     role: str
     deployment: str
     revision: str
     replicas: int
     spec: Spec
+    pod_set: str | None = None
+    render: bool = True
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,8 @@ class Observed:
     deployments: Mapping[str, Mapping[str, Any]]  # name -> Deployment we own
     pods: Sequence[Mapping[str, Any]] = ()  # serving pods of this ModelDeployment
     config_maps: Sequence[Mapping[str, Any]] = ()  # ConfigMaps we own
+    services: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # name -> Service we own
+    routes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # name -> HTTPRoute we own
     agent_reports: Sequence[model_swap.PodReport] | None = None  # asked only when a swap is due
 
 
@@ -117,8 +125,14 @@ def _labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
     return (obj.get("metadata") or {}).get("labels") or {}
 
 
-def stale_children(md_name: str, tracks: Sequence[Track], observed: Observed, rolled: bool
-                   ) -> tuple[tuple[str, str, str], ...]:
+def pod_set_of(deployment: Mapping[str, Any] | None) -> str | None:
+    """The pod set a live Deployment selects (its selector is immutable: re-rendering must keep it)."""
+    selector = ((deployment or {}).get("spec") or {}).get("selector") or {}
+    return (selector.get("matchLabels") or {}).get(c.LABEL_POD_SET)
+
+
+def stale_children(md_name: str, tracks: Sequence[Track], observed: Observed, rolled: bool,
+                   services: Sequence[str] = (), routes: Sequence[str] = ()) -> tuple[tuple[str, str, str], ...]:
     """Children to delete, by observation (never by remembering what was replaced).
 
     - a config ConfigMap whose revision no track serves and no (non-terminated) pod runs;
@@ -154,13 +168,28 @@ def stale_children(md_name: str, tracks: Sequence[Track], observed: Observed, ro
     for name, dep in sorted(observed.deployments.items()):
         if name not in wanted:
             out.append(("Deployment", name, (dep.get("metadata") or {}).get("uid", "")))
+            # its model source goes with it (Secrets are not watched: act reads it to check it is ours)
+            out.append(("Secret", names.model_source_name(name), ""))
+    for kind, live, keep in (("Service", observed.services, set(services)), ("HTTPRoute", observed.routes, set(routes))):
+        for name, obj in sorted(live.items()):
+            if name not in keep:
+                out.append((kind, name, (obj.get("metadata") or {}).get("uid", "")))
     return tuple(sorted(out))
 
 
+def stable_deployment(md_name: str, previous: Mapping[str, Any], observed: Observed) -> str:
+    """The Deployment that serves: ``status.deployment`` when it exists (a per-revision one after a canary
+    rollout), else ``<name>-stable``."""
+    name = previous.get("deployment")
+    return name if name in observed.deployments else names.deployment_name(md_name)
+
+
 def plan(md_name: str, spec: Spec, revision: str, previous: Mapping[str, Any], observed: Observed) -> Plan:
-    """What should exist and be done for ``spec`` (revision ``revision``), given the stored status and
-    what was observed. See the module docstring."""
-    stable = Track(c.TRACK_STABLE, names.deployment_name(md_name), revision, spec.desired_replicas, spec)
+    """What should exist and be done for ``spec`` (revision ``revision``) under the Rolling strategy, given
+    the stored status and what was observed. See the module docstring."""
+    name = stable_deployment(md_name, previous, observed)
+    stable = Track(c.TRACK_STABLE, name, revision, spec.desired_replicas, spec,
+                   pod_set=pod_set_of(observed.deployments.get(name)))
     deployment = observed.deployments.get(stable.deployment)
     rolled = rolled_out(deployment, stable.replicas)
     swap = None
@@ -184,6 +213,6 @@ def plan(md_name: str, spec: Spec, revision: str, previous: Mapping[str, Any], o
         swap=swap,
         swap_waiting=waiting,
         restart=restart,
-        prune=stale_children(md_name, (stable,), observed, rolled),
+        prune=stale_children(md_name, (stable,), observed, rolled, services=(names.service_name(md_name),)),
         requeue_after=requeue,
     )

@@ -57,6 +57,10 @@ class Observation:
     # An in-place model swap that has not reached every pod: (reason, message, stalled) and status.modelSwap.
     swap: tuple[str, str, bool] | None = None
     model_swap: Mapping[str, Any] | None = None
+    # A canary rollout (policy/canary.py): status.canary whole, and its own conditions (MetricsAvailable,
+    # CanaryAnalysis). Its Ready override travels in ``swap`` (same meaning: every replica up, spec not done).
+    canary: Mapping[str, Any] | None = None
+    extra_conditions: tuple[Condition, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -163,8 +167,9 @@ def compute_status(obs: Observation, previous: Mapping[str, Any] | None, now: da
         phase, ready, reconciling, stalled, counts = _held(obs)
     else:
         phase, ready, reconciling, stalled, counts = _deployment_progress(obs, previous.get("phase"))
-        if obs.swap and phase == c.PHASE_READY:
-            # Every replica is up, but not every one serves the model the spec names yet.
+        if obs.swap and (phase == c.PHASE_READY or obs.swap[2]):
+            # Every replica is up, but not every one serves what the spec names yet (an in-place swap, a
+            # canary); or that work stopped and needs a person, whatever the replicas are doing.
             reason, message, stuck = obs.swap
             phase = c.PHASE_FAILED if stuck else c.PHASE_PROGRESSING
             ready = Condition(c.COND_READY, False, reason, message)
@@ -187,7 +192,7 @@ def compute_status(obs: Observation, previous: Mapping[str, Any] | None, now: da
         "phase": phase,
         "conditions": merge_conditions(previous.get("conditions"),
                                        [ready, reconciling, stalled, *([obs.compressed] if obs.compressed else []),
-                                        supported], obs.generation, now),
+                                        *obs.extra_conditions, supported], obs.generation, now),
         **counts,
     }
     for key, value in (
@@ -210,7 +215,9 @@ def compute_status(obs: Observation, previous: Mapping[str, Any] | None, now: da
         status["compression"] = dict(obs.compression)
     if obs.model_swap is not None:
         status["modelSwap"] = dict(obs.model_swap)
-    for key in ("compression", "modelSwap"):
+    if obs.canary is not None:
+        status["canary"] = replace_block(previous.get("canary"), obs.canary)
+    for key in ("compression", "modelSwap", "canary"):
         if previous.get(key) is not None and key not in status:
             status[key] = None  # a merge patch keeps what it does not mention: remove it explicitly
     if obs.service_name is not None and obs.namespace is not None:
@@ -223,10 +230,45 @@ def compute_status(obs: Observation, previous: Mapping[str, Any] | None, now: da
     return status
 
 
+def replace_block(old: Any, new: Mapping[str, Any]) -> dict[str, Any]:
+    """``new`` as a JSON merge patch over ``old``: keys of ``old`` that ``new`` lacks become None (removed),
+    in nested objects too, so the stored block ends up equal to ``new``.
+
+    >>> replace_block({"a": 1, "b": {"x": 1, "y": 2}}, {"b": {"x": 3}})
+    {'b': {'x': 3, 'y': None}, 'a': None}
+    """
+    out: dict[str, Any] = {}
+    for key, value in new.items():
+        prev = old.get(key) if isinstance(old, Mapping) else None
+        out[key] = replace_block(prev, value) if isinstance(value, Mapping) and isinstance(prev, Mapping) else value
+    if isinstance(old, Mapping):
+        for key in old:
+            if key not in new:
+                out[key] = None
+    return out
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """``patch`` applied to ``target`` as a JSON merge patch (RFC 7386), as the API server applies it.
+
+    >>> merge_patch({"a": 1, "b": {"x": 1}}, {"a": None, "b": {"y": 2}})
+    {'b': {'x': 1, 'y': 2}}
+    """
+    if not isinstance(patch, Mapping):
+        return patch
+    out = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
 def status_changed(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
-    """True when writing ``new`` would change anything the operator owns in the stored status."""
-    previous = previous or {}
-    return any(previous.get(k) != v for k, v in new.items())
+    """True when writing ``new`` (a merge patch) would change anything in the stored status."""
+    previous = dict(previous or {})
+    return merge_patch(previous, new) != previous
 
 
 def transition_event(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> tuple[str, str, str] | None:

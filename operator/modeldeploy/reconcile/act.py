@@ -104,6 +104,22 @@ class Actor:
         return applied
 
     def delete(self, kind: str, namespace: str, name: str, uid: str) -> None:
-        self.kube.delete(kind, namespace, name, uid=uid or None)
+        """Delete our object ``name`` (uid from the cache; an uncached kind is read first to check it is ours)."""
+        if not uid:
+            live = self.kube.get(kind, namespace, name)
+            if live is None or not owned_by(live, self.owner_uid):
+                return
+            uid = live["metadata"]["uid"]
+        self.kube.delete(kind, namespace, name, uid=uid)
         self.view.delete(kind, namespace, name)
         self.memo.forget(kind, namespace, name)
+
+    def scale(self, live: Mapping[str, Any], replicas: int) -> None:
+        """Resize a Deployment we own but do not re-render (the stable one while a canary runs)."""
+        if not owned_by(live, self.owner_uid):
+            meta = live.get("metadata") or {}
+            raise Conflict("Deployment", meta.get("namespace", ""), meta.get("name", ""), _describe_owner(live))
+        if ((live.get("spec") or {}).get("replicas")) != replicas:
+            meta = live["metadata"]
+            self.kube.scale(meta["namespace"], meta["name"], replicas)
+            self.view.store("Deployment", {**live, "spec": {**(live.get("spec") or {}), "replicas": replicas}})

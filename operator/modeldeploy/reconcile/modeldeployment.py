@@ -32,15 +32,18 @@ from modeldeploy.adapters.kube import KubeError
 from modeldeploy.api import constants as c
 from modeldeploy.api.redact import redact_uri, uri_fingerprint
 from modeldeploy.api.spec import SpecError, parse_spec, unimplemented_fields
-from modeldeploy.policy import compression_job, model_swap
+from modeldeploy.adapters.prometheus import SeriesProvider
+from modeldeploy.policy import commands, compression_job, model_swap, rollout
 from modeldeploy.policy import plan as planning
 from modeldeploy.policy.pods import diagnose_pods
 from modeldeploy.policy.status import Observation, compute_status, status_changed, transition_event
 from modeldeploy.reconcile import compression
 from modeldeploy.reconcile.act import Actor, AppliedMemo, Conflict
 from modeldeploy.reconcile.interfaces import Agents, ClusterView, KubeWriter
-from modeldeploy.reconcile.observe import observe
+from modeldeploy.reconcile import canary
+from modeldeploy.reconcile.observe import children, observe
 from modeldeploy.render import names
+from modeldeploy.render import traffic as traffic_render
 from modeldeploy.render.triton import AGENT_TOKEN_KEY, Owner, RenderOptions, render_service, render_track
 
 log = logging.getLogger(__name__)
@@ -55,11 +58,16 @@ REASON_NAME_TAKEN = "NameTaken"
 class Result:
     status: dict[str, Any] | None
     written: bool = False  # status was written (it changed)
-    event: tuple[str, str, str] | None = None  # (type, reason, message) for a phase transition
+    events: tuple[tuple[str, str, str], ...] = ()  # (type, reason, message): a phase transition, canary steps
     retry: str | None = None  # a transient failure worth retrying, else None
     requeue_after: float | None = None  # look again after this many seconds (an in-place swap runs)
     compression_job: str | None = None  # a running compression Job this ModelDeployment waits for
     gone: bool = False  # the ModelDeployment no longer exists (or is being deleted)
+
+    @property
+    def event(self) -> tuple[str, str, str] | None:
+        """The phase-transition Event, if any (the first Event)."""
+        return self.events[0] if self.events else None
 
 
 def _selector_string(labels: Mapping[str, str]) -> str:
@@ -75,6 +83,7 @@ class Reconciler:
     options: RenderOptions
     now: Callable[[], datetime]
     agents: Agents | None = None
+    metrics: SeriesProvider | None = None  # Prometheus, for canary analysis (None: every analysis is NoData)
     memo: AppliedMemo = field(default_factory=AppliedMemo)
 
     def reconcile(self, namespace: str, name: str) -> Result:
@@ -92,7 +101,11 @@ class Reconciler:
             if stored is None:
                 return Result(status=status, gone=True)
             self.view.store(c.KIND, stored)
-        return Result(status=status, written=written, event=transition_event(previous, status), **extra)
+        if extra.pop("clear_command", False):  # after status holds the outcome (policy/commands.py)
+            self.kube.patch_model_deployment(namespace, name, commands.clear_patch())
+        transition = transition_event(previous, status)
+        events = ((transition,) if transition else ()) + tuple(extra.pop("events", ()))
+        return Result(status=status, written=written, events=events, **extra)
 
     # --- the steps -----------------------------------------------------------------------------
     def _observe_plan_act(self, body: Mapping[str, Any], owner: Owner, previous: Mapping[str, Any]
@@ -132,6 +145,8 @@ class Reconciler:
             base.update(model_uri=redact_uri(spec.model.uri), model_sha256=spec.model.sha256)
 
         revision = names.revision_of(spec, self.options.triton_image, self.options.fetcher_image)
+        if spec.canary is not None:
+            return self._canary(body, owner, previous, spec, revision, base, extra)
         base["revision"] = revision
         observed = observe(self.view, self.agents, owner.namespace, owner.name, owner.uid, spec, revision, previous)
         plan = planning.plan(owner.name, spec, revision, previous, observed)
@@ -147,11 +162,8 @@ class Reconciler:
             return Observation(**base, apply_error=str(err), deployment=observed.deployments.get(
                 plan.stable.deployment)), {"retry": str(err)}
 
-        problem = None
-        if ((deployment or {}).get("status") or {}).get("availableReplicas", 0) < spec.desired_replicas:
-            problem = diagnose_pods([p for p in observed.pods
-                                     if (p["metadata"].get("labels") or {}).get(c.LABEL_REVISION) == revision]
-                                    or observed.pods)
+        problem = _problem(deployment, spec.desired_replicas, observed.pods, revision)
+        base["deployment_name"] = plan.stable.deployment
         swap_condition, swap_block, served = _swap_status(plan, spec, previous)
         base.update(model_name=served.get("name"), model_version=served.get("version"), model_uri=served.get("uri"),
                     model_sha256=served.get("sha256"), model_fingerprint=served.get("uriFingerprint"))
@@ -159,18 +171,28 @@ class Reconciler:
         return Observation(**base, deployment=deployment, pod_problem=problem, swap=swap_condition,
                            model_swap=swap_block, replica_failure=_replica_failure(deployment)), extra
 
+    def _tracks(self, actor: Actor, owner: Owner, tracks, observed: planning.Observed) -> dict[str, Any]:
+        """Apply (or only scale) every track's Deployment and what it mounts; the live Deployments by role."""
+        live: dict[str, Any] = {}
+        for track in tracks:
+            if not track.render:
+                dep = observed.deployments[track.deployment]
+                actor.scale(dep, track.replicas)
+                live[track.role] = observed.deployments.get(track.deployment)
+                continue
+            for obj in render_track(owner, track.spec, track.revision, self.options, track.role, track.deployment,
+                                    track.replicas, track.pod_set):
+                applied = actor.ensure(obj)
+                if obj["kind"] == "Deployment":
+                    live[track.role] = applied
+        return live
+
     def _act(self, actor: Actor, owner: Owner, spec, plan: planning.Plan, observed: planning.Observed,
              generation: int) -> dict[str, Any] | None:
         """Apply every track's objects and the Service, tell agents, prune. Returns the stable Deployment."""
         if plan.new_pods:
             self._ensure_agent_token(owner, spec)
-        stable = None
-        for track in plan.tracks:
-            for obj in render_track(owner, track.spec, track.revision, self.options, track.role, track.deployment,
-                                    track.replicas):
-                live = actor.ensure(obj)
-                if obj["kind"] == "Deployment" and track.role == c.TRACK_STABLE:
-                    stable = live
+        stable = self._tracks(actor, owner, plan.tracks, observed).get(c.TRACK_STABLE)
         actor.ensure(render_service(owner, spec))
         if plan.swap is not None:
             self._swap(owner, spec, plan.swap, observed, generation)
@@ -180,6 +202,55 @@ class Reconciler:
         for kind, name, uid in plan.prune:
             actor.delete(kind, owner.namespace, name, uid)
         return stable
+
+    def _canary(self, body: Mapping[str, Any], owner: Owner, previous: Mapping[str, Any], spec, template_revision: str,
+                base: dict[str, Any], extra: dict[str, Any]) -> tuple[Observation, dict[str, Any]]:
+        """``strategy: Canary``: revisions side by side, traffic split, judged, promoted or rolled back."""
+        observed = children(self.view, owner.namespace, owner.name, owner.uid)
+        now = self.now()
+        rnd = canary.plan_round(observed, self.metrics, body, spec, template_revision, previous, now)
+        decision, roles = rnd.decision, rnd.roles
+        stable_track = rnd.tracks[0]
+        base.update(revision=stable_track.revision, deployment_name=stable_track.deployment)
+        rolled = planning.rolled_out(observed.deployments.get(stable_track.deployment), stable_track.replicas)
+        services, routes = [names.service_name(owner.name)], []
+        if roles.traffic is not None:
+            services += [names.role_service_name(owner.name, c.TRACK_STABLE)]
+            if roles.traffic.canary_revision:
+                services.append(names.role_service_name(owner.name, c.TRACK_CANARY))
+            routes.append(names.service_name(owner.name))
+        prune = planning.stale_children(owner.name, rnd.tracks, observed, rolled, services, routes)
+        actor = Actor(self.view, self.kube, self.memo, owner.uid)
+        try:
+            if previous.get("currentRevision") != stable_track.revision or len(rnd.tracks) > 1:
+                self._ensure_agent_token(owner, spec)
+            live = self._tracks(actor, owner, rnd.tracks, observed)
+            actor.ensure(render_service(owner, spec))
+            if roles.traffic is not None:
+                for obj in _traffic_objects(owner, spec, roles.traffic):
+                    actor.ensure(obj)
+            for kind, name, uid in prune:
+                actor.delete(kind, owner.namespace, name, uid)
+        except Conflict as err:
+            return Observation(**base, blocked=(REASON_NAME_TAKEN, str(err))), extra
+        except KubeError as err:
+            if err.status == UNPROCESSABLE:
+                return Observation(**base, blocked=(c.REASON_INVALID_SPEC, str(err))), extra
+            return Observation(**base, apply_error=str(err), deployment=observed.deployments.get(
+                stable_track.deployment)), {**extra, "retry": str(err)}
+
+        deployment = live.get(c.TRACK_STABLE)
+        served = model_status(spec) if stable_track.render else (previous.get("model") or model_status(spec))
+        base.update(model_name=served.get("name"), model_version=served.get("version"), model_uri=served.get("uri"),
+                    model_sha256=served.get("sha256"), model_fingerprint=served.get("uriFingerprint"))
+        requeues = [t for t in (decision.requeue_after,) if t]
+        extra.update(requeue_after=min(requeues) if requeues else None, clear_command=decision.clear_command,
+                     events=[(e.type, e.reason, e.message) for e in decision.events])
+        base["desired_replicas"] = stable_track.replicas
+        return Observation(**base, deployment=deployment,
+                           pod_problem=_problem(deployment, stable_track.replicas, observed.pods, stable_track.revision),
+                           replica_failure=_replica_failure(deployment), swap=canary.condition(decision),
+                           canary=decision.status or None, extra_conditions=decision.conditions), extra
 
     def _held(self, owner: Owner, previous: Mapping[str, Any], base: dict[str, Any],
               settled: compression.Settled) -> Observation:
@@ -260,6 +331,28 @@ def model_status(spec) -> dict[str, Any]:
     if model.sha256:
         out["sha256"] = model.sha256
     return out
+
+
+def _problem(deployment: Mapping[str, Any] | None, want: int, pods, revision: str) -> tuple[str, str] | None:
+    """Why replicas of ``revision`` are missing (policy/pods.py), looked for only when some are."""
+    if ((deployment or {}).get("status") or {}).get("availableReplicas", 0) >= want:
+        return None
+    mine = [p for p in pods if ((p.get("metadata") or {}).get("labels") or {}).get(c.LABEL_REVISION) == revision]
+    return diagnose_pods(mine or pods)
+
+
+def _traffic_objects(owner: Owner, spec, traffic: rollout.Traffic) -> list[dict[str, Any]]:
+    """Role Services and the HTTPRoute of a canary with Gateway API routing (render/traffic.py)."""
+    ref, ns, model = owner.reference(), owner.namespace, spec.model.name
+    objs = [traffic_render.role_service(ref, ns, owner.name, model, c.TRACK_STABLE, traffic.stable_revision)]
+    if traffic.canary_revision:
+        objs.append(traffic_render.role_service(ref, ns, owner.name, model, c.TRACK_CANARY, traffic.canary_revision))
+    routing = traffic.routing
+    header = routing.header_match.as_gateway_api() if (traffic.header and routing.header_match) else None
+    objs.append(traffic_render.http_route(ref, ns, owner.name, model, [p.as_gateway_api() for p in routing.parent_refs],
+                                          traffic.canary_weight if traffic.canary_revision else None, header,
+                                          routing.hostnames))
+    return objs
 
 
 def _replica_failure(deployment: Mapping[str, Any] | None) -> str | None:

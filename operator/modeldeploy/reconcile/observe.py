@@ -12,6 +12,7 @@ answers: pods of the current revision must move to a new model version and the r
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 from modeldeploy.adapters.agent import AgentError, endpoint
@@ -39,11 +40,13 @@ def serving_pods(view: ClusterView, namespace: str, md_name: str) -> list[dict[s
 
 
 def children(view: ClusterView, namespace: str, md_name: str, uid: str) -> planning.Observed:
-    """The Deployments, ConfigMaps and serving pods of one ModelDeployment, as cached."""
-    deployments = {d["metadata"]["name"]: d for d in view.owned("Deployment", namespace, md_name) if owned_by(d, uid)}
-    config_maps = [cm for cm in view.owned("ConfigMap", namespace, md_name) if owned_by(cm, uid)]
-    return planning.Observed(deployments=deployments, pods=serving_pods(view, namespace, md_name),
-                             config_maps=config_maps)
+    """The Deployments, ConfigMaps, Services, HTTPRoutes and serving pods of one ModelDeployment, as cached."""
+    def ours(kind: str) -> dict[str, dict[str, Any]]:
+        return {o["metadata"]["name"]: o for o in view.owned(kind, namespace, md_name) if owned_by(o, uid)}
+
+    return planning.Observed(deployments=ours("Deployment"), pods=serving_pods(view, namespace, md_name),
+                             config_maps=list(ours("ConfigMap").values()), services=ours("Service"),
+                             routes=ours("HTTPRoute"))
 
 
 def agent_reports(agents: Agents, pods: list[Mapping[str, Any]], revision: str) -> list[model_swap.PodReport]:
@@ -70,8 +73,7 @@ def observe(view: ClusterView, agents: Agents | None, namespace: str, md_name: s
     observed = children(view, namespace, md_name, uid)
     if agents is None or not planning.swap_due(previous, revision, spec):
         return observed
-    deployment = observed.deployments.get(names.deployment_name(md_name))
+    deployment = observed.deployments.get(planning.stable_deployment(md_name, previous, observed))
     if not planning.rolled_out(deployment, spec.desired_replicas):
         return observed
-    return planning.Observed(deployments=observed.deployments, pods=observed.pods, config_maps=observed.config_maps,
-                             agent_reports=agent_reports(agents, list(observed.pods), revision))
+    return dataclasses.replace(observed, agent_reports=agent_reports(agents, list(observed.pods), revision))

@@ -56,6 +56,13 @@ def revision_of(spec: Spec, triton_image: str, fetcher_image: str = "") -> str:
     return short_hash(relevant)
 
 
+def rollout_revision(template_revision: str, model_uri: str, model_version: int, model_sha256: str | None) -> str:
+    """The revision of a canary rollout: the pod template's revision and the model it serves. Under the
+    Canary strategy a new model version is a new revision that runs beside the stable one (under Rolling
+    it is swapped in place, so the template revision alone names the pods)."""
+    return short_hash({"template": template_revision, "model": [model_uri, model_version, model_sha256]})
+
+
 def deployment_name(md_name: str, track: str = c.TRACK_STABLE) -> str:
     return fit(f"{md_name}-{track}", 253 - 17)  # leave room for ReplicaSet/Pod suffixes
 

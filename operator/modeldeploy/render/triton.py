@@ -398,7 +398,9 @@ def render_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(owner, deployment, {**labels, c.LABEL_REVISION: revision}),
+        "metadata": {**_metadata(owner, deployment, {**labels, c.LABEL_REVISION: revision}),
+                     "annotations": {c.ANNOTATION_TEMPLATE_REVISION: names.revision_of(
+                         spec, options.triton_image, options.fetcher_image)}},
         "spec": {
             "replicas": spec.desired_replicas if replicas is None else replicas,
             "selector": {"matchLabels": selector},

@@ -7,6 +7,7 @@ Shared by the demo, the integration tests and the benchmarks. Server-side apply 
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 from modeldeploy.sandbox.tools import ensure_kubectl
@@ -17,9 +18,17 @@ CRD = ROOT / "crds" / "modeldeploy.io_modeldeployments.yaml"
 
 def install_crd(kubeconfig: Path | str, timeout_seconds: int = 60) -> None:
     kubectl = str(ensure_kubectl())
-    for args in (["apply", "--server-side", "--force-conflicts", "-f", str(CRD)],
-                 ["wait", "--for=condition=Established", "crd/modeldeployments.modeldeploy.io",
-                  f"--timeout={timeout_seconds}s"]):
-        out = subprocess.run([kubectl, "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True)
-        if out.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args[:1])} of the ModelDeployment CRD failed: {out.stderr.strip()}")
+    deadline = time.monotonic() + timeout_seconds
+    apply = ["apply", "--server-side", "--force-conflicts", "-f", str(CRD)]
+    wait = ["wait", "--for=condition=Established", "crd/modeldeployments.modeldeploy.io", "--timeout=5s"]
+    out = subprocess.run([kubectl, "--kubeconfig", str(kubeconfig), *apply], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"kubectl apply of the ModelDeployment CRD failed: {out.stderr.strip()}")
+    while True:
+        # `kubectl wait` fails at once (instead of waiting) while a just-created CRD has no status yet.
+        out = subprocess.run([kubectl, "--kubeconfig", str(kubeconfig), *wait], capture_output=True, text=True)
+        if out.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"kubectl wait of the ModelDeployment CRD failed: {out.stderr.strip()}")
+        time.sleep(0.5)

@@ -4,3 +4,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # Tests import the package from the source tree even without `pip install -e .`.
 sys.path.insert(0, str(ROOT / "operator"))
+
+
+def run_order(item) -> tuple[int, int]:
+    """Unit tests first, then the integration tests, test_helm.py first among them.
+
+    The integration tests' sandbox (a control plane, the pod runner, Prometheus, the operator) comes up
+    with the first test that needs it and stays up to the end of the session: no unit test may run while
+    it takes the CPU, and no integration test may wait behind a CPU-bound unit test. test_helm.py must be
+    the only operator reconciling its namespace, so it runs before any test starts the session-wide
+    operator (which watches every namespace).
+    """
+    integration = item.get_closest_marker("integration") is not None or "integration" in item.path.parts
+    return (1 if integration else 0, 0 if item.path.name == "test_helm.py" else 1)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=run_order)  # stable: the order within each group is pytest's

@@ -72,8 +72,8 @@ def test_helm_install_and_operator_reconciles_with_chart_rbac(api, kubectl, helm
         token = kubectl("create", "token", sa, "-n", release_ns, "--duration=1h").stdout.strip()
         sa_kubeconfig = token_kubeconfig(kubeconfig, token, tmp_path / "sa.kubeconfig")
         # The ServiceAccount may not touch namespaces it was not given.
-        denied = kubectl("--kubeconfig", sa_kubeconfig, "auth", "can-i", "create", "deployments", "-n", "default",
-                         check=False)
+        denied = kubectl("--kubeconfig", sa_kubeconfig, "auth", "can-i", "create", "deployments", "-n",
+                         f"{namespace}-other", check=False)
         assert denied.stdout.strip() == "no"
 
         proc = OperatorProcess(sa_kubeconfig, tmp_path / "operator.log")

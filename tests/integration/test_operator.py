@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import time
 
 import pytest
 from kubernetes import client
@@ -155,10 +154,15 @@ def test_operator_restart_changes_nothing(api, operator, namespace):
 
     offset = operator.log_size()
     operator.restart()
-    # Wait until the new process resumed this object, then give it time to (not) write anything.
-    wait_for(lambda: (f"'namespace': '{namespace}'" in (new := operator.log_since(offset))
-                      and "Resuming is processed" in new), 30, what="operator restarted and resumed the object")
-    time.sleep(3)
+
+    # The new process reconciles the object once on resume and once per event of the initial listing of its
+    # Deployment and its two pods; wait for all four, each of which must have written nothing.
+    def reconciled_four_times():
+        new = operator.log_since(offset)
+        lines = [line for line in new.splitlines() if f"reconciled {namespace}/digits: " in line]
+        return lines if "Resuming is processed" in new and len(lines) >= 4 else None
+    lines = wait_for(reconciled_four_times, 60, what="operator restarted, resumed the object and saw its children")
+    assert all(line.endswith("status written: False") for line in lines), lines
 
     after = get_md(api, namespace, "digits")
     assert after["status"] == before["status"]

@@ -77,20 +77,20 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_rejected_with_message_naming_the_field(api, crd_installed, case):
+def test_rejected_with_message_naming_the_field(api, crd_installed, namespace, case):
     body, expected = CASES[case]
     with pytest.raises(ApiException) as err:
         client.CustomObjectsApi(api).create_namespaced_custom_object(
-            c.GROUP, c.VERSION, "default", c.PLURAL, body, dry_run="All")
+            c.GROUP, c.VERSION, namespace, c.PLURAL, body, dry_run="All")
     assert err.value.status == 422, err.value.body
     message = json.loads(err.value.body)["message"]
     for fragment in expected:
         assert fragment in message, message
 
 
-def test_valid_spec_is_accepted_with_defaults(api, crd_installed):
+def test_valid_spec_is_accepted_with_defaults(api, crd_installed, namespace):
     created = client.CustomObjectsApi(api).create_namespaced_custom_object(
-        c.GROUP, c.VERSION, "default", c.PLURAL, with_spec(rollout={}, resources={"gpu": {}}), dry_run="All")
+        c.GROUP, c.VERSION, namespace, c.PLURAL, with_spec(rollout={}, resources={"gpu": {}}), dry_run="All")
     spec = created["spec"]
     assert spec["rollout"]["strategy"] == "Rolling"
     assert spec["resources"]["gpu"]["count"] == 1
@@ -98,7 +98,7 @@ def test_valid_spec_is_accepted_with_defaults(api, crd_installed):
     assert "replicas" not in spec  # no default: it would clash with autoscaling
 
 
-def test_every_example_is_accepted(api, crd_installed):
+def test_every_example_is_accepted(api, crd_installed, namespace):
     from .conftest import ROOT
     import yaml
 
@@ -108,6 +108,6 @@ def test_every_example_is_accepted(api, crd_installed):
             if not body or body.get("kind") != c.KIND:
                 continue  # e.g. the PersistentVolumeClaim next to a compression example
             client.CustomObjectsApi(api).create_namespaced_custom_object(
-                c.GROUP, c.VERSION, "default", c.PLURAL, body, dry_run="All")
+                c.GROUP, c.VERSION, namespace, c.PLURAL, body, dry_run="All")
             checked += 1
     assert checked >= 3

@@ -1,9 +1,21 @@
+import os
 import sys
 from pathlib import Path
+
+from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tests import the package from the source tree even without `pip install -e .`.
 sys.path.insert(0, str(ROOT / "operator"))
+
+
+# Property-based tests: the same examples on every run and machine (no database, derandomized, no deadline on a
+# shared CPU); HYPOTHESIS_PROFILE=fuzz for a long random search.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, max_examples=300,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+settings.register_profile("fuzz", deadline=None, max_examples=20000,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def run_order(item) -> tuple[int, int]:

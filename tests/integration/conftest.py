@@ -65,6 +65,16 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60, interval: flo
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
+def refuse_foreign_operators(state_dir: Path, others: list) -> None:
+    """Stop the session (a usage error, exit code 4) when operators the tests did not start reconcile the
+    sandbox the tests would use."""
+    if others:
+        pytest.exit(f"refusing to run the integration tests: the sandbox in {state_dir} is reconciled by an "
+                    f"operator the tests did not start: {'; '.join(o.describe() for o in others)}. Stop it "
+                    "(e.g. `make down` for the demo's) or give the tests their own folder with "
+                    "MODELDEPLOY_TEST_SANDBOX_DIR", returncode=pytest.ExitCode.USAGE_ERROR)
+
+
 @pytest.fixture(scope="session")
 def sandbox():
     from modeldeploy.sandbox import binaries
@@ -76,12 +86,7 @@ def sandbox():
     if started_here:
         box.up()
     else:
-        others = foreign_operators(box.kubeconfig_path)
-        if others:
-            pytest.exit(f"refusing to run the integration tests: the sandbox in {box.state_dir} is reconciled by "
-                        f"an operator the tests did not start: {'; '.join(o.describe() for o in others)}. Stop it "
-                        "(e.g. `make down` for the demo's) or give the tests their own folder with "
-                        "MODELDEPLOY_TEST_SANDBOX_DIR", returncode=pytest.ExitCode.USAGE_ERROR)
+        refuse_foreign_operators(box.state_dir, foreign_operators(box.kubeconfig_path))
     yield box
     if started_here and not os.environ.get("MODELDEPLOY_KEEP_SANDBOX"):
         box.down()

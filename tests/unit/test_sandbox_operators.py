@@ -48,3 +48,14 @@ def test_a_running_operator_is_found_by_its_kubeconfig(tmp_path):
             mine.kill()
             theirs.kill()
     assert operators.foreign_operators(kubeconfig) == []
+
+
+def test_the_session_stops_with_a_usage_error_naming_the_other_operator(tmp_path):
+    import pytest
+
+    other = operators.OperatorProcess(4242, ("python", "-m", "modeldeploy", "operator"), str(tmp_path / "k.yaml"))
+    integration.refuse_foreign_operators(tmp_path, [])  # nobody else: the session goes on
+    with pytest.raises(pytest.exit.Exception) as stop:
+        integration.refuse_foreign_operators(tmp_path, [other])
+    assert stop.value.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "pid 4242" in stop.value.msg and str(tmp_path) in stop.value.msg

@@ -7,6 +7,7 @@ Shared by the demo, the integration tests and the benchmarks. Server-side apply 
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 from modeldeploy.sandbox.tools import ensure_kubectl
@@ -15,11 +16,27 @@ ROOT = Path(__file__).resolve().parents[3]
 CRD = ROOT / "crds" / "modeldeploy.io_modeldeployments.yaml"
 
 
+ESTABLISHED = '{.status.conditions[?(@.type=="Established")].status}'
+
+
 def install_crd(kubeconfig: Path | str, timeout_seconds: int = 60) -> None:
-    kubectl = str(ensure_kubectl())
-    for args in (["apply", "--server-side", "--force-conflicts", "-f", str(CRD)],
-                 ["wait", "--for=condition=Established", "crd/modeldeployments.modeldeploy.io",
-                  f"--timeout={timeout_seconds}s"]):
-        out = subprocess.run([kubectl, "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True)
-        if out.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args[:1])} of the ModelDeployment CRD failed: {out.stderr.strip()}")
+    """Apply the CRD, then wait until the API server says it is Established.
+
+    Not ``kubectl wait --for=condition=Established``: for a CRD created a moment ago, whose status has no
+    conditions yet (``conditions: null``), kubectl 1.35 fails at once ("accessor error") instead of waiting.
+    """
+    kubectl = [str(ensure_kubectl()), "--kubeconfig", str(kubeconfig)]
+    out = subprocess.run([*kubectl, "apply", "--server-side", "--force-conflicts", "-f", str(CRD)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"kubectl apply of the ModelDeployment CRD failed: {out.stderr.strip()}")
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        out = subprocess.run([*kubectl, "get", "crd/modeldeployments.modeldeploy.io", "-o", f"jsonpath={ESTABLISHED}"],
+                             capture_output=True, text=True)
+        if out.returncode == 0 and out.stdout.strip() == "True":
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the ModelDeployment CRD was not Established within {timeout_seconds}s: "
+                               f"{(out.stderr or out.stdout).strip() or 'no Established condition'}")
+        time.sleep(0.2)

@@ -1,8 +1,16 @@
 """Fixtures for tests against the real sandbox control plane with the operator running.
 
-The sandbox (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok) is brought up once
-per session if it is not already up, and left running when it was already up before the tests.
-The operator runs as a subprocess (``python -m modeldeploy operator``), as a user would run it.
+The tests have a sandbox of their own (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+kwok, the pod runner, Prometheus), never the one ``make demo`` leaves running: its state folder is
+``$MODELDEPLOY_TEST_SANDBOX_DIR``, else ``$MODELDEPLOY_SANDBOX_DIR`` when set to anything but the demo's
+default folder, else ``$MODELDEPLOY_CACHE/sandbox-tests`` (see ``sandbox_dir_for_tests``). The session
+fixture brings it up and takes it down (``MODELDEPLOY_KEEP_SANDBOX=1`` keeps it). A sandbox in that
+folder that is already up is reused only when no operator of this machine reconciles it: two operators
+applying the same children with one field manager undo each other, and the session stops at once
+with the pid of the other one.
+
+The operator runs as a subprocess (``python -m modeldeploy operator``), as a user would run it. Every
+test works in a namespace of its own (the ``namespace`` fixture); none uses ``default``.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import pytest
 import yaml
@@ -22,10 +30,23 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def pytest_collection_modifyitems(session, config, items):
-    """test_helm.py first: it must be the only operator that reconciles its namespace, so it runs before
-    any test starts the session-wide operator fixture (which watches every namespace)."""
-    items.sort(key=lambda item: 0 if item.module.__name__.endswith("test_helm") else 1)
+def sandbox_dir_for_tests(environ: Mapping[str, str], demo_default: Path) -> Path:
+    """The tests' sandbox folder: never ``demo_default``, the folder ``make demo`` uses.
+
+    >>> d = Path("/c/sandbox")
+    >>> str(sandbox_dir_for_tests({}, d)), str(sandbox_dir_for_tests({"MODELDEPLOY_SANDBOX_DIR": "/tmp/s"}, d))
+    ('/c/sandbox-tests', '/tmp/s')
+    >>> str(sandbox_dir_for_tests({"MODELDEPLOY_SANDBOX_DIR": "/c/sandbox"}, d))
+    '/c/sandbox-tests'
+    >>> str(sandbox_dir_for_tests({"MODELDEPLOY_TEST_SANDBOX_DIR": "/t", "MODELDEPLOY_SANDBOX_DIR": "/tmp/s"}, d))
+    '/t'
+    """
+    if environ.get("MODELDEPLOY_TEST_SANDBOX_DIR"):
+        return Path(environ["MODELDEPLOY_TEST_SANDBOX_DIR"]).expanduser()
+    chosen = environ.get("MODELDEPLOY_SANDBOX_DIR")
+    if chosen and Path(chosen).expanduser().resolve() != demo_default.resolve():
+        return Path(chosen).expanduser()
+    return demo_default.with_name(demo_default.name + "-tests")
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 60, interval: float = 0.5, what: str = "condition"):
@@ -44,14 +65,28 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60, interval: flo
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
+def refuse_foreign_operators(state_dir: Path, others: list) -> None:
+    """Stop the session (a usage error, exit code 4) when operators the tests did not start reconcile the
+    sandbox the tests would use."""
+    if others:
+        pytest.exit(f"refusing to run the integration tests: the sandbox in {state_dir} is reconciled by an "
+                    f"operator the tests did not start: {'; '.join(o.describe() for o in others)}. Stop it "
+                    "(e.g. `make down` for the demo's) or give the tests their own folder with "
+                    "MODELDEPLOY_TEST_SANDBOX_DIR", returncode=pytest.ExitCode.USAGE_ERROR)
+
+
 @pytest.fixture(scope="session")
 def sandbox():
+    from modeldeploy.sandbox import binaries
     from modeldeploy.sandbox.cluster import Sandbox
+    from modeldeploy.sandbox.operators import foreign_operators
 
-    box = Sandbox()
+    box = Sandbox(sandbox_dir_for_tests(os.environ, binaries.cache_dir() / "sandbox"))
     started_here = not box.is_up()
     if started_here:
         box.up()
+    else:
+        refuse_foreign_operators(box.state_dir, foreign_operators(box.kubeconfig_path))
     yield box
     if started_here and not os.environ.get("MODELDEPLOY_KEEP_SANDBOX"):
         box.down()

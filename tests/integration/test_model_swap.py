@@ -109,7 +109,8 @@ def test_new_version_is_swapped_in_place_under_load(api, operator, namespace, ru
         md = wait_for(swapped, 120, what="status.model.version 2 and Ready")
         seconds = time.monotonic() - started
         wait_for(lambda: load.versions and load.versions[-1] == "2", 30, what="responses from version 2")
-        time.sleep(1)
+        answered = load.ok + load.failed
+        wait_for(lambda: load.ok + load.failed >= answered + 50, 30, what="50 more requests after the swap")
     print(f"\nswap: {load.ok} requests, {load.failed} failed, {seconds:.1f} s from patch to Ready")
 
     assert load.failed == 0, load.errors[:5]

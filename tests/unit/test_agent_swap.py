@@ -188,6 +188,18 @@ def test_swap_outcomes(case, kw, state, message, files, ready, loads):
         assert triton.states[1] == ("UNAVAILABLE", "unloaded")
 
 
+def test_the_snapshot_after_a_swap_is_consistent_before_the_next_observation(monkeypatch):
+    """A reader polling GET /v1/model between the end of a swap and the worker's next look at Triton saw
+    state Ready with version 2 served but loadedVersions still [1] (a real Triton under load hit it)."""
+    swapper, triton, _, _ = make()
+    swapper.observe()
+    swapper.submit(V2)
+    monkeypatch.setattr(swapper, "observe", lambda: True)  # the moment before the worker looks again
+    swapper.step()
+    snap = swapper.snapshot()
+    assert (snap["state"], snap["served"]["version"], snap["loadedVersions"]) == (READY, 2, [2])
+
+
 def test_repair_loads_a_copy_of_the_old_files_under_the_failed_number():
     swapper, triton, repo, _ = make(bad={V2.uri})
     swapper.observe()

@@ -290,3 +290,28 @@ def test_kind_config_has_a_control_plane_and_a_gpu_labelled_worker():
     assert {"hostPath": "/dev/null", "containerPath": "/var/run/nvidia-container-devices/all"} \
         in worker["extraMounts"]
     assert "labels" not in nodes[0]
+
+
+def test_works_as_a_dependency_of_an_umbrella_chart_with_global_values(helm, tmp_path):
+    """Helm gives every subchart the umbrella's `global` values; a schema that refuses unknown top-level keys
+    must still accept that one ("additional properties 'global' not allowed" otherwise)."""
+    umbrella = tmp_path / "platform"
+    umbrella.mkdir()
+    (umbrella / "Chart.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "v2", "name": "platform", "version": "1.0.0",
+        "dependencies": [{"name": "modeldeploy", "version": "0.1.0", "repository": f"file://{CHART}"}]}))
+    (umbrella / "values.yaml").write_text(yaml.safe_dump({
+        "global": {"imageRegistry": "registry.example.com", "labels": {"team": "ml"}},
+        "modeldeploy": {"workers": 4, "watchNamespaces": ["serving"]}}))
+    built = run_helm(helm, "dependency", "build", str(umbrella))
+    assert built.returncode == 0, built.stderr
+    proc = run_helm(helm, "template", "platform", str(umbrella), "--namespace", NAMESPACE)
+    assert proc.returncode == 0, proc.stderr
+    docs = [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+    env = {e["name"]: e.get("value") for e in the_deployment(docs)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODELDEPLOY_WORKERS"] == "4"  # the umbrella's values reach the subchart
+    assert [r["metadata"]["namespace"] for r in of_kind(docs, "Role")] == ["serving"]
+    # and the schema still refuses what it should, inside the umbrella too
+    (umbrella / "values.yaml").write_text(yaml.safe_dump({"global": {}, "modeldeploy": {"replicaCount": 2}}))
+    refused = run_helm(helm, "template", "platform", str(umbrella), "--namespace", NAMESPACE)
+    assert refused.returncode != 0 and "replicaCount" in refused.stderr, refused.stderr

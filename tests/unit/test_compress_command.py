@@ -52,25 +52,30 @@ def test_help_works_as_a_module():
 
 
 def test_passing_gate_serves_the_smallest_variant(tmp_path, model, capsys):
+    # A gate every variant passes on any CPU (100 pt): which variants lose an image or two depends on the
+    # network trained on this machine; the choice among passing variants does not.
     recipe = {"quantization": [{"mode": "fp16"}, {"mode": "int8-dynamic"}, {"mode": "int8-static"}],
-              "evaluation": {"maxAccuracyDrop": 0.3, **FAST}, "select": "smallest"}
+              "evaluation": {"maxAccuracyDrop": 100, **FAST}, "select": "smallest"}
     assert run(tmp_path, model, recipe) == 0
     out = capsys.readouterr().out
-    for line in ("compress: dataset builtin://digits: classification, 360 held-out, 1437 training",
-                 "compress: [0] fp32: 40,627 bytes, accuracy 98.33%", "compress: [1/3] fp16: build (fp16)",
-                 "compress: [3/3] int8-static: 14,996 bytes", "compress: decision (select smallest): int8-static chosen"):
-        assert line in out, line
     r = report(tmp_path)
+    base, static = r["baseline"], r["variants"][2]
+    for line in ("compress: dataset builtin://digits: classification, 360 held-out, 1437 training",
+                 f"compress: [0] fp32: {base['size_bytes']:,} bytes, accuracy {100 * base['accuracy']:.2f}%",
+                 "compress: [1/3] fp16: build (fp16)", f"compress: [3/3] int8-static: {static['size_bytes']:,} bytes",
+                 "compress: decision (select smallest): int8-static chosen"):
+        assert line in out, line
     assert (r["schema"], r["status"], r["exit_code"]) == ("modeldeploy.io/compress-report/v1", "chosen", 0)
     assert [v["name"] for v in r["variants"]] == ["fp16", "int8-dynamic", "int8-static"]
     assert r["decision"]["chosen"] == "int8-static" and r["selected"] == "selected/model.onnx"
     assert r["decision"]["passed"] == ["fp16", "int8-dynamic", "int8-static"]
     assert re.fullmatch("[0-9a-f]{64}", r["recipe_hash"])
-    assert r["gate"] == {"maxAccuracyDrop": 0.3, "minCosine": None, "source": "recipe"}
+    assert r["gate"] == {"maxAccuracyDrop": 100.0, "minCosine": None, "source": "recipe"}
     assert r["environment"]["intra_op_num_threads"] == 1 and r["environment"]["statistic"] == "median"
-    assert r["baseline"]["accuracy"] == pytest.approx(354 / 360)
-    static = r["variants"][2]
-    assert static["size_bytes"] < r["baseline"]["size_bytes"] and static["weight_ratio"] >= 3.8
+    # the baseline is the model that was built, measured on the same 360 images
+    assert round(base["accuracy"] * 360) == round(digits.build()["accuracy"] * 360)
+    assert min(v["size_bytes"] for v in r["variants"]) == static["size_bytes"] < base["size_bytes"]
+    assert static["weight_ratio"] >= 3.8  # INT8 weights are a quarter of FP32's, whatever their values
     assert static["details"]["calibration_split"] == "x_train" and static["gate"] == {"passed": True, "reasons": []}
     assert set(static["latency_ms"]) == set(static["speedup"]) == {"1", "32"}
     selected = tmp_path / "out" / "selected" / "model.onnx"
@@ -91,21 +96,38 @@ def test_inline_json_recipe_is_what_the_operator_passes(tmp_path, model):
     assert report(tmp_path)["decision"]["chosen"] == "fp16"
 
 
-def test_failing_gate_exits_3_explains_with_numbers_and_removes_a_stale_selection(tmp_path, model, capsys):
-    assert run(tmp_path, model, {"quantization": {"mode": "fp16"}, "evaluation": FAST}) == 0
+def damaging_technique(src, dst, options, ctx):
+    """A deliberately broken "compression": the last layer's weights zeroed, so every image gets the same
+    class (about one in ten right, on any CPU)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    for init in model.graph.initializer:
+        if init.name == "fc.weight":
+            init.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(init)), init.name))
+    onnx.save(model, str(dst))
+    return {"damaged": "fc.weight"}
+
+
+def test_failing_gate_exits_3_explains_with_numbers_and_removes_a_stale_selection(tmp_path, model, capsys,
+                                                                                   monkeypatch):
+    assert run(tmp_path, model, {"quantization": {"mode": "fp16"}, "evaluation": {"maxAccuracyDrop": 100, **FAST}}) == 0
     assert (tmp_path / "out" / "selected" / "model.onnx").exists()
-    # Per-channel scales lose 2 of 360 images on this network (measured 97.78 %); a zero-drop gate refuses it.
-    recipe = {"quantization": {"mode": "int8-static", "perChannel": True},
-              "evaluation": {"maxAccuracyDrop": 0, **FAST}, "select": "int8-static"}
+    monkeypatch.setitem(compress_pkg.TECHNIQUES, "damage", f"{__name__}:damaging_technique")
+    recipe = {"variants": [{"technique": "damage"}], "evaluation": {"maxAccuracyDrop": 1, **FAST}, "select": "damage"}
     assert run(tmp_path, model, recipe) == 3
     r = report(tmp_path)
     v = r["variants"][0]
     assert (r["status"], r["exit_code"], r["decision"]["chosen"], r["selected"]) == ("gate-failed", 3, None, None)
-    assert v["accuracy_drop_pt"] > 0 and v["gate"]["passed"] is False
+    assert v["accuracy"] < r["baseline"]["accuracy"] and v["gate"]["passed"] is False
+    assert v["accuracy_drop_pt"] == pytest.approx(100 * (r["baseline"]["accuracy"] - v["accuracy"]))
+    assert v["accuracy_drop_pt"] > 1
     expected = (f"accuracy {100 * v['accuracy']:.2f}% is {v['accuracy_drop_pt']:.2f} pt below FP32 "
-                f"{100 * r['baseline']['accuracy']:.2f}% (> 0 pt allowed)")
+                f"{100 * r['baseline']['accuracy']:.2f}% (> 1 pt allowed)")
     assert v["gate"]["reasons"] == [expected]
-    message = f"GateFailed: gate maxAccuracyDrop 0 pt: selected int8-static failed: int8-static: {expected}"
+    message = f"GateFailed: gate maxAccuracyDrop 1 pt: selected damage failed: damage: {expected}"
     assert r["decision"]["message"] == message.removeprefix("GateFailed: ")
     summary = parse_message((tmp_path / "termination-log").read_text()).summary
     assert (summary["status"], summary["selected"], summary["sha256"]) == ("gate-failed", None, None)

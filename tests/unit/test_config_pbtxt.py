@@ -31,7 +31,11 @@ def test_cpu_model_without_batching():
 
 
 def test_model_name_is_quoted_safely():
-    spec = parse_spec("m", {"model": {"uri": "s3://b/m", "format": "onnx", "name": 'a"b'}})
+    """parse_spec refuses such a name (test_spec.py); the renderer quotes it anyway."""
+    from dataclasses import replace
+
+    spec = parse_spec("m", {"model": {"uri": "s3://b/m", "format": "onnx"}})
+    spec = replace(spec, model=replace(spec.model, name='a"b'))
     assert 'name: "a\\"b"' in render_config_pbtxt(spec)
 
 

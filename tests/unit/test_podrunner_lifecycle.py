@@ -16,7 +16,7 @@ FETCH = {"name": "fetch-model", "image": "ghcr.io/modeldeploy/modeldeploy:0.1.0"
 
 
 def pod(policy="Always", init=(FETCH,), containers=(TRITON,), status=None, deleting=False):
-    meta = {"name": "digits-abc", "namespace": "default", "uid": "u1"}
+    meta = {"name": "digits-abc", "namespace": "t-unit", "uid": "u1"}
     if deleting:
         meta["deletionTimestamp"] = "2026-11-28T00:00:00Z"
     return {"metadata": meta, "spec": {"restartPolicy": policy, "initContainers": list(init),

@@ -29,14 +29,14 @@ def operator_pod(init_containers=()):
     """A pod as the ReplicaSet controller creates it from the operator's rendered Deployment."""
     md = {"model": {"uri": "https://x/digits/1/model.onnx", "format": "onnx", "name": "digits"},
           "serving": {"maxBatchSize": 8}, "resources": {"gpu": {"count": 1}}}
-    children = render_children(Owner("digits", "default", "uid-1"), parse_spec("digits", md), "abc123", RenderOptions())
+    children = render_children(Owner("digits", "t-unit", "uid-1"), parse_spec("digits", md), "abc123", RenderOptions())
     cm, deployment = children[1], children[3]
     template = copy.deepcopy(deployment["spec"]["template"])
     spec = template["spec"]
     spec["initContainers"] = list(init_containers)
     spec["nodeName"] = "local-0"
     spec["restartPolicy"] = "Always"
-    pod = {"metadata": {"name": "digits-stable-xyz", "namespace": "default", "uid": "0123456789ab",
+    pod = {"metadata": {"name": "digits-stable-xyz", "namespace": "t-unit", "uid": "0123456789ab",
                         "labels": template["metadata"]["labels"], "annotations": {}}, "spec": spec}
     return pod, cm
 
@@ -115,7 +115,7 @@ def test_operator_triton_pod_becomes_the_wheel_tritonserver_on_remapped_ports():
     assert ("--http-restricted-api=model-repository,model-config,shared-memory,trace,logging:"
             "modeldeploy-triton-key=k3y") in p.argv
     assert not any("$(" in a for a in p.argv)
-    repo = "/r/pods/default_digits-stable-xyz_01234567/volumes/model-repository"
+    repo = "/r/pods/t-unit_digits-stable-xyz_01234567/volumes/model-repository"
     assert p.argv[0] == "/w/bin/tritonserver"
     assert f"--model-repository={repo}" in p.argv
     assert "--load-model=digits" in p.argv and "--model-control-mode=explicit" in p.argv
@@ -124,7 +124,7 @@ def test_operator_triton_pod_becomes_the_wheel_tritonserver_on_remapped_ports():
     assert "--backend-directory=/r/backends" in p.argv and "--http-address=127.0.0.1" in p.argv
     # the config.pbtxt subPath mount inside /models becomes a symlink into the repository folder
     assert p.links == [(f"{repo}/digits/config.pbtxt",
-                        "/r/pods/default_digits-stable-xyz_01234567/volumes/model-config/config.pbtxt")]
+                        "/r/pods/t-unit_digits-stable-xyz_01234567/volumes/model-config/config.pbtxt")]
     assert all(m.container_path != "/dev/shm" for m in p.mounts)
     assert p.env["HOSTNAME"] == "digits-stable-xyz" and p.env["PATH"] == "/v/bin:/usr/bin"
     assert repo in p.folders
@@ -141,7 +141,7 @@ def test_env_references_expand_as_the_kubelet_expands_them(text, expected):
 def test_init_container_of_modeldeploy_image_runs_python_module_with_host_paths():
     pod, _ = operator_pod([FETCH])
     p = plan.plan_container(CONFIG, pod, FETCH, {}, lookup_from({}))
-    base = "/r/pods/default_digits-stable-xyz_01234567"
+    base = "/r/pods/t-unit_digits-stable-xyz_01234567"
     assert p.argv == ["/v/bin/python", "-m", "modeldeploy", "fetch", "--uri", "https://x/digits/1/model.onnx",
                       "--repository", f"{base}/volumes/model-repository",
                       "--termination-log", f"{base}/containers/fetch-model/termination-log"]

@@ -110,13 +110,13 @@ def _merge(target, patch):
 def operator_pod(uri):
     md = {"model": {"uri": uri, "format": "onnx", "name": "digits", "version": 1},
           "serving": {"maxBatchSize": 8}, "resources": {"gpu": {"count": 1}}}
-    source, cm, _, deployment = render_children(Owner("digits", "default", "uid-1"), parse_spec("digits", md),
+    source, cm, _, deployment = render_children(Owner("digits", "t-unit", "uid-1"), parse_spec("digits", md),
                                                  "rev1", RenderOptions())
     spec = copy.deepcopy(deployment["spec"]["template"]["spec"])
     spec.update(nodeName="local-0", restartPolicy="Always")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         spec["containers"][0][probe]["periodSeconds"] = 1  # the rendered 5-10 s would only slow the test
-    pod = {"metadata": {"name": "digits-stable-abc", "namespace": "default", "uid": "0123456789abcdef",
+    pod = {"metadata": {"name": "digits-stable-abc", "namespace": "t-unit", "uid": "0123456789abcdef",
                         "annotations": {}}, "spec": spec,
            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True",
                                                           "lastTransitionTime": "2026-11-28T00:00:00Z"}]}}
@@ -158,17 +158,17 @@ def test_operator_pod_runs_and_is_ready_only_when_triton_answers(setup):
     model.parent.mkdir()
     model.write_bytes(b"not really onnx, the fake triton does not care")
     pod, cm, source = operator_pod(f"file://{model}")
-    api.pods[("default", pod["metadata"]["name"])] = pod
-    api.configmaps[("default", cm["metadata"]["name"])] = cm
-    api.configmaps[("default", source["metadata"]["name"])] = source
-    api.configmaps[("default", "digits-agent-keys")] = {"metadata": {"name": "digits-agent-keys"},
+    api.pods[("t-unit", pod["metadata"]["name"])] = pod
+    api.configmaps[("t-unit", cm["metadata"]["name"])] = cm
+    api.configmaps[("t-unit", source["metadata"]["name"])] = source
+    api.configmaps[("t-unit", "digits-agent-keys")] = {"metadata": {"name": "digits-agent-keys"},
                                                         "data": {"token": "dDBrZW4=", "triton-key": "azN5"}}
     runner.register_node()
     assert "kwok.x-k8s.io/node" not in api.nodes["local-0"]["metadata"]["annotations"]
     assert api.nodes["local-0"]["status"]["conditions"][-1]["type"] == "Ready"
     assert api.leases["local-0"]["spec"]["holderIdentity"] == "local-0"
 
-    stored = lambda: api.pods[("default", "digits-stable-abc")]  # noqa: E731
+    stored = lambda: api.pods[("t-unit", "digits-stable-abc")]  # noqa: E731
     assert run_until(runner, lambda: ready(stored())), runner.out.getvalue()
     pod = stored()
     ports = json.loads(pod["metadata"]["annotations"][claim.PORTS_ANNOTATION])
@@ -193,7 +193,7 @@ def test_operator_pod_runs_and_is_ready_only_when_triton_answers(setup):
     pid = runner.pods["0123456789abcdef"].procs["triton"].pid
     stored()["metadata"]["deletionTimestamp"] = "2026-11-28T00:01:00Z"
     stored()["metadata"]["deletionGracePeriodSeconds"] = 5
-    assert run_until(runner, lambda: ("default", "digits-stable-abc") not in api.pods, 15)
+    assert run_until(runner, lambda: ("t-unit", "digits-stable-abc") not in api.pods, 15)
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     assert runner.pods == {}
 
@@ -202,12 +202,12 @@ def test_operator_pod_runs_and_is_ready_only_when_triton_answers(setup):
 def test_failed_fetch_shows_init_error_with_the_fetchers_message(setup):
     api, runner, tmp = setup
     pod, cm, source = operator_pod(f"file://{tmp}/missing/model.onnx")
-    api.pods[("default", pod["metadata"]["name"])] = pod
-    api.configmaps[("default", cm["metadata"]["name"])] = cm
-    api.configmaps[("default", source["metadata"]["name"])] = source
-    api.configmaps[("default", "digits-agent-keys")] = {"metadata": {"name": "digits-agent-keys"},
+    api.pods[("t-unit", pod["metadata"]["name"])] = pod
+    api.configmaps[("t-unit", cm["metadata"]["name"])] = cm
+    api.configmaps[("t-unit", source["metadata"]["name"])] = source
+    api.configmaps[("t-unit", "digits-agent-keys")] = {"metadata": {"name": "digits-agent-keys"},
                                                         "data": {"token": "dDBrZW4=", "triton-key": "azN5"}}
-    stored = lambda: api.pods[("default", "digits-stable-abc")]  # noqa: E731
+    stored = lambda: api.pods[("t-unit", "digits-stable-abc")]  # noqa: E731
 
     def failed_twice():
         st = stored()["status"].get("initContainerStatuses") or [{}]
@@ -229,11 +229,11 @@ def test_failed_fetch_shows_init_error_with_the_fetchers_message(setup):
 @pytest.mark.timeout(30)
 def test_unrunnable_image_waits_with_reason(setup):
     api, runner, _ = setup
-    pod = {"metadata": {"name": "other", "namespace": "default", "uid": "u-other", "annotations": {}},
+    pod = {"metadata": {"name": "other", "namespace": "t-unit", "uid": "u-other", "annotations": {}},
            "spec": {"nodeName": "local-0", "containers": [{"name": "c", "image": "busybox:1.36"}]}}
-    api.pods[("default", "other")] = pod
+    api.pods[("t-unit", "other")] = pod
     runner.sync_once()
-    st = api.pods[("default", "other")]["status"]["containerStatuses"][0]
+    st = api.pods[("t-unit", "other")]["status"]["containerStatuses"][0]
     assert st["state"]["waiting"]["reason"] == "ErrImageNeverPull"
     assert runner.pods["u-other"].procs == {}
 

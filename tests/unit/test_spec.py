@@ -2,7 +2,8 @@
 
 import pytest
 
-from modeldeploy.api.spec import SpecError, parse_spec, unimplemented_fields
+from modeldeploy.api.spec import SpecError, parse_spec, replicas_note, unimplemented_fields
+from tests.bad_specs import BAD_SPECS, bad_spec
 
 BASE = {"model": {"uri": "s3://bucket/m.onnx", "format": "onnx"}}
 
@@ -46,7 +47,6 @@ def test_backend_override_wins():
     ({"model": {"uri": "s3://b/m", "format": "pickle"}}, "spec.model.format"),
     (spec_with(resources={"gpu": {"count": -1}}), "spec.resources.gpu.count"),
     (spec_with(resources={"gpu": {"count": 0, "product": "NVIDIA-H100-80GB-HBM3"}}), "spec.resources.gpu.count"),
-    (spec_with(replicas=2, autoscaling={"maxReplicas": 3}), "spec.replicas"),
     (spec_with(replicas=-1), "spec.replicas"),
     (spec_with(autoscaling={"minReplicas": 5, "maxReplicas": 3}), "spec.autoscaling.minReplicas"),
     (spec_with(serving={"dynamicBatching": {}}), "spec.serving.dynamicBatching"),
@@ -65,6 +65,66 @@ def test_autoscaling_runs_min_replicas_until_implemented():
     spec = parse_spec("m", spec_with(autoscaling={"minReplicas": 2, "maxReplicas": 5}))
     assert spec.desired_replicas == 2
     assert unimplemented_fields(spec) == ["spec.autoscaling"]
+
+
+@pytest.mark.parametrize("replicas,autoscaling,desired,note", [
+    (None, None, 1, None),           # spec.replicas defaults to 1
+    (3, None, 3, None),
+    (0, None, 0, None),
+    (None, {"minReplicas": 2, "maxReplicas": 5}, 2, "spec.replicas (1) is ignored: spec.autoscaling sets the replica count (2 to 5)"),
+    (7, {"maxReplicas": 5}, 1, "spec.replicas (7) is ignored: spec.autoscaling sets the replica count (1 to 5)"),
+])
+def test_the_replicas_rule(replicas, autoscaling, desired, note):
+    """THE RULE (CRD spec.replicas): default 1; spec.autoscaling, when set, wins and status says spec.replicas is
+    ignored. Both together are no error any more (an HPA may set spec.replicas through the scale subresource)."""
+    changes = {k: v for k, v in (("replicas", replicas), ("autoscaling", autoscaling)) if v is not None}
+    spec = parse_spec("m", spec_with(**changes))
+    assert spec.replicas == (1 if replicas is None else replicas)
+    assert (spec.desired_replicas, replicas_note(spec)) == (desired, note)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPECS))
+def test_held_out_bad_specs_name_the_same_field_as_the_api_server(case):
+    """The same table tests/integration/test_validation.py sends to the real API server."""
+    name, spec, field = bad_spec(case)
+    with pytest.raises(SpecError) as err:
+        parse_spec(name, spec)
+    assert err.value.field == field, err.value
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("spec,field", [
+    ([], "spec"),
+    ({"model": "s3://b/m"}, "spec.model"),
+    ({"model": {"uri": 5, "format": "onnx"}}, "spec.model.uri"),
+    ({"model": {"uri": "s3://b/m", "format": ["onnx"]}}, "spec.model.format"),
+    (spec_with(serving={"warmup": {"name": "w"}}), "spec.serving.warmup"),
+    (spec_with(serving={"warmup": ["w"]}), "spec.serving.warmup[0]"),
+    (spec_with(serving={"maxBatchSize": 4, "dynamicBatching": {"preferredBatchSizes": 4}}),
+     "spec.serving.dynamicBatching.preferredBatchSizes"),
+    (spec_with(placement={"tolerations": {"key": "k"}}), "spec.placement.tolerations"),
+    (spec_with(placement={"nodeSelector": ["pool"]}), "spec.placement.nodeSelector"),
+    (spec_with(placement={"nodeSelector": {"pool": 1}}), "spec.placement.nodeSelector"),
+    (spec_with(autoscaling={"minReplicas": "2", "maxReplicas": 3}), "spec.autoscaling.minReplicas"),
+    (spec_with(rollout={"strategy": ["Canary"]}), "spec.rollout.strategy"),
+    (spec_with(compression=[]), "spec.compression"),
+    (spec_with(compression={"modelStore": {"claimName": 7}}), "spec.compression.modelStore.claimName"),
+])
+def test_wrong_json_types_are_spec_errors(spec, field):
+    """The fuzzer's crash classes: wrong JSON types raised AttributeError/TypeError instead of SpecError."""
+    with pytest.raises(SpecError) as err:
+        parse_spec("m", spec)
+    assert err.value.field == field
+
+
+@pytest.mark.parametrize("quantity", ["4", "500m", "0.5", "1.5", "2e3", 4, "+1"])
+def test_cpu_quantities_that_kubernetes_accepts(quantity):
+    assert parse_spec("m", spec_with(resources={"cpu": quantity})).resources.cpu == str(quantity)
+
+
+@pytest.mark.parametrize("quantity", ["16Gi", "512Mi", "1G", "1e9", 1024, "1.5Gi"])
+def test_memory_quantities_that_kubernetes_accepts(quantity):
+    assert parse_spec("m", spec_with(resources={"memory": quantity})).resources.memory == str(quantity)
 
 
 def test_unimplemented_fields_are_listed():

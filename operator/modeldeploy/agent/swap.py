@@ -388,8 +388,14 @@ class Swapper:
                 served, message = old, (f"swap to version {target.version} failed: unexpected "
                                         f"{type(err).__name__}: {err}; still serving version {old.version}")
         took = self.clock() - started
+        try:  # what Triton has loaded now, published together with the outcome (one consistent snapshot)
+            loaded: list[int] | None = ready_versions(self.triton.version_states(self.name))
+        except TritonError:
+            loaded = None
         with self._cond:
             self.active, self.served = None, served
+            if loaded is not None:
+                self.loaded = loaded
             if message is None:
                 self.failed, self.failures = None, 0
                 self.message = f"serving version {target.version} (swapped from {old.version} in {took:.1f}s)"

@@ -306,8 +306,8 @@ def _traffic_routing(data: Any) -> TrafficRouting:
         if not _HEADER_NAME.match(name) or len(name) > 256:
             raise _err(f"{at}.name", f"must be an HTTP header name, got {name!r}")
         value = match.get("value")
-        if not isinstance(value, str) or not value or len(value) > 4096:
-            raise _err(f"{at}.value", "must be a non-empty string of at most 4096 characters")
+        if not isinstance(value, str) or not value or len(value) > 256:
+            raise _err(f"{at}.value", "must be a non-empty string of at most 256 characters")
         kind = match.get("type", "Exact")
         if kind not in ("Exact", "RegularExpression"):
             raise _err(f"{at}.type", f"must be Exact or RegularExpression, got {kind!r}")

@@ -41,10 +41,17 @@ def _facts(schema: dict[str, Any], required: bool) -> str:
     return "; ".join(facts)
 
 
+#: A field whose description starts so is a Kubernetes type copied into the pod (its fields are documented
+#: by Kubernetes, e.g. `kubectl explain pod.spec.affinity`): one row, not one per nested field.
+KUBERNETES_TYPE = "A Kubernetes core/v1 "
+
+
 def _rows(schema: dict[str, Any], path: str, required: bool = False) -> Iterator[str]:
     desc = " ".join(str(schema.get("description", "")).split())
     facts = _facts(schema, required)
     yield f"| `{path}` | {_type(schema)} | {desc} | {facts} |".replace("\n", " ")
+    if desc.startswith(KUBERNETES_TYPE):
+        return
     req = set(schema.get("required", []))
     for name, sub in (schema.get("properties") or {}).items():
         yield from _rows(sub, f"{path}.{name}", name in req)
@@ -67,6 +74,10 @@ def render(crd: dict[str, Any]) -> str:
         " ".join(root.get("description", "").split()),
         "",
     ]
+    metadata = root["properties"].get("metadata", {})
+    for name, sub in (metadata.get("properties") or {}).items():
+        facts = _facts(sub, False).replace(f"metadata.{name} ", "")
+        out += [f"`metadata.{name}`: {facts}.", ""]
     for top in ("spec", "status"):
         out += [f"## {top}", "", "| field | type | description | constraints |", "|---|---|---|---|"]
         out += list(_rows(root["properties"][top], top))

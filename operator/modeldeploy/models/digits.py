@@ -12,7 +12,7 @@ The network (9,930 parameters with the default hyperparameters)::
                         -> Conv 3×3 (16->32, pad 1) -> Relu -> Flatten -> [batch,512]
                         -> Gemm (512->10) = logits -> Softmax = probs
 
-A build is cached by a hash of (``CODE_VERSION``, seed, hyperparameters, opset) in
+A build is cached by a hash of (``CODE_VERSION``, seed, hyperparameters, opset, CPU and numpy version) in
 ``$MODELDEPLOY_CACHE/models/digits-<hash>/`` (default cache ``~/.cache/modeldeploy``), so repeated test runs
 train once. Change ``CODE_VERSION`` whenever the training or export code changes what it produces.
 
@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import platform
 import sys
 import time
 from pathlib import Path
@@ -218,9 +219,25 @@ def load_params(path) -> dict[str, np.ndarray]:
 
 
 
+def platform_tag() -> str:
+    """What the trained weights depend on besides the code: the CPU and numpy's version.
+
+    numpy's BLAS picks its kernels (and so its rounding) by CPU, and a few thousand SGD steps turn that
+    rounding into a different network: on two machines the same code and seed gave models that differ by
+    an image or two after INT8. A cache folder copied from another machine is therefore not reused.
+    """
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{platform.machine()}/{model}/numpy-{np.__version__}"
+
+
 def cache_key(hp: Hyperparameters = Hyperparameters(), seed: int = 0, opset: int = 17) -> str:
-    blob = json.dumps({"code": CODE_VERSION, "seed": seed, "opset": opset, "hp": dataclasses.asdict(hp)},
-                      sort_keys=True)
+    blob = json.dumps({"code": CODE_VERSION, "seed": seed, "opset": opset, "hp": dataclasses.asdict(hp),
+                       "platform": platform_tag()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

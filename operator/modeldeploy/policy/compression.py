@@ -147,8 +147,8 @@ def _mapping(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
-def _unknown(keys: Iterable[str], allowed: Sequence[str], where: str) -> None:
-    extra = sorted(set(keys) - set(allowed))
+def _unknown(keys: Iterable[Any], allowed: Sequence[str], where: str) -> None:
+    extra = sorted(str(k) if isinstance(k, str) and k.isprintable() else repr(k) for k in keys if k not in allowed)
     if extra:
         raise RecipeError(f"recipe: {where}: unknown key(s) {', '.join(extra)} (known: {', '.join(allowed)})")
 
@@ -186,6 +186,8 @@ def _steps(data: Mapping[str, Any]) -> list[Step]:
             raise RecipeError(f"recipe: variants[{i}].technique: required (e.g. int8-static)")
         name = item.pop("name", technique)
         source = item.pop("from", None)
+        if source is not None and not isinstance(source, str):
+            raise RecipeError(f"recipe: variants[{i}].from: expected the name of an earlier variant, got {source!r}")
         steps.append(Step(name, technique, item, source))
     return steps
 

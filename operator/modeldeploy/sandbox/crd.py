@@ -16,19 +16,27 @@ ROOT = Path(__file__).resolve().parents[3]
 CRD = ROOT / "crds" / "modeldeploy.io_modeldeployments.yaml"
 
 
+ESTABLISHED = '{.status.conditions[?(@.type=="Established")].status}'
+
+
 def install_crd(kubeconfig: Path | str, timeout_seconds: int = 60) -> None:
-    kubectl = str(ensure_kubectl())
-    deadline = time.monotonic() + timeout_seconds
-    apply = ["apply", "--server-side", "--force-conflicts", "-f", str(CRD)]
-    wait = ["wait", "--for=condition=Established", "crd/modeldeployments.modeldeploy.io", "--timeout=5s"]
-    out = subprocess.run([kubectl, "--kubeconfig", str(kubeconfig), *apply], capture_output=True, text=True)
+    """Apply the CRD, then wait until the API server says it is Established.
+
+    Not ``kubectl wait --for=condition=Established``: for a CRD created a moment ago, whose status has no
+    conditions yet (``conditions: null``), kubectl 1.35 fails at once ("accessor error") instead of waiting.
+    """
+    kubectl = [str(ensure_kubectl()), "--kubeconfig", str(kubeconfig)]
+    out = subprocess.run([*kubectl, "apply", "--server-side", "--force-conflicts", "-f", str(CRD)],
+                         capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"kubectl apply of the ModelDeployment CRD failed: {out.stderr.strip()}")
+    deadline = time.monotonic() + timeout_seconds
     while True:
-        # `kubectl wait` fails at once (instead of waiting) while a just-created CRD has no status yet.
-        out = subprocess.run([kubectl, "--kubeconfig", str(kubeconfig), *wait], capture_output=True, text=True)
-        if out.returncode == 0:
+        out = subprocess.run([*kubectl, "get", "crd/modeldeployments.modeldeploy.io", "-o", f"jsonpath={ESTABLISHED}"],
+                             capture_output=True, text=True)
+        if out.returncode == 0 and out.stdout.strip() == "True":
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"kubectl wait of the ModelDeployment CRD failed: {out.stderr.strip()}")
-        time.sleep(0.5)
+            raise RuntimeError(f"the ModelDeployment CRD was not Established within {timeout_seconds}s: "
+                               f"{(out.stderr or out.stdout).strip() or 'no Established condition'}")
+        time.sleep(0.2)

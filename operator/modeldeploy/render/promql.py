@@ -88,3 +88,9 @@ def queue_to_compute(sel: str, window: str) -> str:
 def pending_requests(sel: str) -> str:
     """Requests waiting in Triton right now, summed over pods."""
     return f"sum(nv_inference_pending_request_count{{{sel}}})"
+
+
+def pending_growth(sel: str, window: str) -> str:
+    """How fast Triton's queues grow (requests per second, summed over pods): the load the pods do not
+    serve. An overloaded replica serves at its capacity whatever the load; only this shows the rest."""
+    return f"sum(deriv(nv_inference_pending_request_count{{{sel}}}[{window}]))"

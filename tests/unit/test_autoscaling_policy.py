@@ -81,12 +81,22 @@ def test_single_decisions(case):
 def test_messages_carry_the_numbers():
     d = p.decide(IPS, S(inference_rate=160, pending_growth=240), current=2, ready=2, now=0.0)
     assert d.message == ("scale up 2 -> 5: inferences/s needs 5 replicas (160 inferences/s, queue growing 240/s; "
-                         "inferences/s needs 5; 2 asked, 2 ready)")
+                         "2 asked, 2 ready)")
     d = p.decide(IPS, S(error="Prometheus http://p: timed out"), current=3, ready=3, starting=0, now=0.0)
     assert d.message == ("no usable metrics for inferences/s (Prometheus http://p: timed out): keeping 3 replicas "
                          "(3 asked, 3 ready)")
     assert p.status_fields(d, S(), None) == {"desiredReplicas": 3, "reason": p.REASON_METRICS_UNAVAILABLE,
                                             "message": d.message, "observed": {}, "neededReplicas": {}}
+
+
+def test_fast_up_reads_the_last_interval_safe_down_the_higher_estimate():
+    # a 5x step 5 s ago: the 15 s window shows 3x, the last scrape interval 5x -> one step to 5x
+    d = p.decide(IPS, S(inference_rate=240, pending_growth=240, recent_arrival_rate=800), current=4, ready=4, now=0.0)
+    assert (d.replicas, d.needed) == (10, {"targetInferencesPerSecondPerReplica": 10.0})
+    # load fell in the last interval only: the window's higher estimate sizes the scale-down candidate
+    d = p.decide(IPS, S(inference_rate=400, recent_arrival_rate=80), current=10, ready=10, now=0.0,
+                 history=covered(10, now=0.0))
+    assert (d.replicas, d.reason) == (6, p.REASON_SCALED_DOWN)  # ceil(5 x 1.1), not ceil(1 x 1.1)
 
 
 def test_queue_growth_counts_inferences_per_request():

@@ -8,9 +8,13 @@ stabilization window for scale-down — and changes what is slow:
 
 - **Demand, not ratio.** A *capacity* target (inferences/s per replica, pending requests per replica)
   is linear in the replica count, so the count needed is demand / target, computed in one step. For
-  inferences/s the demand is the served rate plus the growth of Triton's queue (``pending_growth``):
-  an overloaded replica serves at its capacity whatever the load, and only the queue's growth shows
-  the load it does not serve. *Saturation* targets (p99 latency, queue time, queue/compute ratio) are
+  inferences/s the demand is the arrival rate: the served rate plus the growth of Triton's queues
+  (``pending_growth``, over the same samples). An overloaded replica serves at its capacity whatever
+  the load, and only the queue's growth shows the load it does not serve; a draining queue (negative
+  growth) is served load that will not come again. *Fast up, safe down*: a scale-up reads the arrival
+  rate of the last scrape interval (``recent_arrival_rate``) when there is one, so that a load step is
+  seen whole at the first decision instead of a window average that climbs over several; a scale-down
+  reads the higher of that and the window's. *Saturation* targets (p99 latency, queue time, queue/compute ratio) are
   symptoms, not linear in the count: above target they ask for ``ready × value / target`` (HPA's
   ratio), below target they only allow a scale-down (a capacity target sizes it; without one, one
   replica per stabilization window).
@@ -82,6 +86,7 @@ class Signals:
     request_rate: float | None = None  # requests per second (to turn queue growth into inferences)
     pending_requests: float | None = None  # requests waiting in Triton's queues now, summed over pods
     pending_growth: float | None = None  # d(pending requests)/dt over the window, per second
+    recent_arrival_rate: float | None = None  # requests/s arriving over the last scrape interval
     p99_latency_us: float | None = None  # the worst pod's p99 request latency
     queue_us: float | None = None  # mean queue time per request
     queue_to_compute: float | None = None  # queue time / compute time
@@ -134,28 +139,39 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"
 
 
-def _needed(spec: AutoscalingSpec, s: Signals, ready: int) -> tuple[dict[str, float], dict[str, float], list[str]]:
-    """Per target: replicas it asks for (unrounded), its value/target ratio (saturation targets), and
-    the missing targets. Saturation targets need at least one ready pod to mean anything."""
+def _usable(v: float | None) -> bool:
+    return v is not None and math.isfinite(v) and v >= 0
+
+
+def _needed(spec: AutoscalingSpec, s: Signals, ready: int) -> tuple[dict[str, float], dict[str, float],
+                                                                      dict[str, float], list[str]]:
+    """Per target: replicas it asks for to scale up and to scale down (unrounded; they differ only for
+    inferences/s, see :func:`decide`), its value/target ratio (saturation targets), and the missing
+    targets. Saturation targets need at least one ready pod to mean anything."""
     needed: dict[str, float] = {}
     ratio: dict[str, float] = {}
     missing: list[str] = []
-
-    def usable(v: float | None) -> bool:
-        return v is not None and math.isfinite(v) and v >= 0
+    up: dict[str, float] = {}
 
     if spec.target_inferences_per_second_per_replica is not None:
-        if usable(s.inference_rate):
+        name = "targetInferencesPerSecondPerReplica"
+        target = spec.target_inferences_per_second_per_replica
+        if _usable(s.inference_rate):
             demand = s.inference_rate
+            per_request = (s.inference_rate / s.request_rate
+                           if _usable(s.request_rate) and s.request_rate > 0 and s.inference_rate > 0 else 1.0)
             if s.pending_growth is not None and math.isfinite(s.pending_growth):
-                per_request = (s.inference_rate / s.request_rate
-                               if usable(s.request_rate) and s.request_rate > 0 and s.inference_rate > 0 else 1.0)
-                demand += max(0.0, s.pending_growth) * per_request
-            needed["targetInferencesPerSecondPerReplica"] = demand / spec.target_inferences_per_second_per_replica
+                demand = max(0.0, demand + s.pending_growth * per_request)
+            needed[name] = demand / target
+            up[name] = needed[name]
+            if _usable(s.recent_arrival_rate):
+                recent = s.recent_arrival_rate * per_request / target
+                up[name] = recent  # fast up: the last scrape interval
+                needed[name] = max(needed[name], recent)  # safe down: the higher of the two
         else:
-            missing.append("targetInferencesPerSecondPerReplica")
+            missing.append(name)
     if spec.target_pending_requests_per_replica is not None:
-        if usable(s.pending_requests):
+        if _usable(s.pending_requests):
             needed["targetPendingRequestsPerReplica"] = s.pending_requests / spec.target_pending_requests_per_replica
         else:
             missing.append("targetPendingRequestsPerReplica")
@@ -168,12 +184,12 @@ def _needed(spec: AutoscalingSpec, s: Signals, ready: int) -> tuple[dict[str, fl
     for name, value, target in saturation:
         if target is None:
             continue
-        if usable(value) and ready > 0:
+        if _usable(value) and ready > 0:
             ratio[name] = value / target
             needed[name] = ready * ratio[name]
         else:
             missing.append(name)
-    return needed, ratio, missing
+    return {**needed, **up}, needed, ratio, missing
 
 
 def _observed(s: Signals) -> str:
@@ -182,6 +198,8 @@ def _observed(s: Signals) -> str:
         parts.append(f"{_fmt(s.inference_rate)} inferences/s")
     if s.pending_growth is not None and s.pending_growth > 0:
         parts.append(f"queue growing {_fmt(s.pending_growth)}/s")
+    if s.recent_arrival_rate is not None:
+        parts.append(f"{_fmt(s.recent_arrival_rate)} requests/s arriving lately")
     if s.pending_requests is not None:
         parts.append(f"{_fmt(s.pending_requests)} pending")
     if s.p99_latency_us is not None:
@@ -247,7 +265,7 @@ def decide(spec: AutoscalingSpec, signals: Signals, *, current: int, ready: int,
     ``canary_weight``: the canary's traffic %, when a canary runs."""
     history = _prune(history, now, spec)
     tol = spec.tolerance
-    needed, ratio, missing = _needed(spec, signals, ready)
+    needed_up, needed, ratio, missing = _needed(spec, signals, ready)
     pods = f"{current} asked, {ready} ready" + (f", {starting} starting" if starting else "")
 
     def done(replicas: int, reason: str, message: str, signal: str | None = None,
@@ -275,7 +293,7 @@ def decide(spec: AutoscalingSpec, signals: Signals, *, current: int, ready: int,
 
     observed = _observed(signals)
     # Up: any target above (1 + tolerance) of the replicas asked for; the highest demand wins.
-    above = {n: v for n, v in needed.items() if v > current * (1 + tol) + _EPS and _ceil(v) > current}
+    above = {n: v for n, v in needed_up.items() if v > current * (1 + tol) + _EPS and _ceil(v) > current}
     if above:
         name = max(above, key=lambda n: above[n])
         want = _ceil(above[name])
@@ -291,7 +309,7 @@ def decide(spec: AutoscalingSpec, signals: Signals, *, current: int, ready: int,
                 reason = REASON_AT_MAX
         verb = "scale up" if target > current else "hold"
         return done(target, reason, f"{verb} {current} -> {target}: {LABELS[name]} needs {_fmt(above[name])} "
-                                    f"replicas{note} ({observed}; {describe(needed)}; {pods})", name)
+                                    f"replicas{note} ({observed}; {pods})", name)
 
     # Down: every target must allow it; missing ones forbid it.
     if missing:

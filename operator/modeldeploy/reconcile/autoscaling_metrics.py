@@ -43,7 +43,8 @@ def queries(spec: AutoscalingSpec, namespace: str, name: str, track: str | None 
     out = {"request_rate": promql.request_rate(sel, window)}
     if spec.target_inferences_per_second_per_replica is not None:
         out["inference_rate"] = promql.inference_rate(sel, window)
-        out["pending_growth"] = promql.pending_growth(sel, window)
+        out["pending_growth"] = promql.pending_growth(sel, window, spec.metrics_window_seconds)
+        out["recent_arrival_rate"] = promql.recent_arrival_rate(sel, window)
     if spec.target_pending_requests_per_replica is not None:
         out["pending_requests"] = promql.pending_requests(sel)
     if spec.target_p99_latency_ms is not None:
@@ -86,5 +87,5 @@ def observe(provider: MetricsProvider, spec: AutoscalingSpec, namespace: str, na
 def has_data(signals: Signals) -> bool:
     """True when at least one signal has a number (else: the no-data marker: hold, condition, Event)."""
     return any(getattr(signals, f) is not None for f in
-               ("inference_rate", "pending_requests", "pending_growth", "p99_latency_us", "queue_us",
-                "queue_to_compute"))
+               ("inference_rate", "pending_requests", "pending_growth", "recent_arrival_rate", "p99_latency_us",
+                "queue_us", "queue_to_compute"))

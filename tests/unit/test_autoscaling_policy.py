@@ -187,9 +187,32 @@ def test_canary_split(weight, split):
                  canary_weight=weight)
     assert d.replicas == 10 and d.split == split
     if split:
-        assert p.status_fields(d, S(inference_rate=780), "2026-11-30T10:00:00Z")["split"] == {
-            "stable": split[0], "canary": split[1]}
+        status = p.status_fields(d, S(inference_rate=780, recent_arrival_rate=800), "2026-11-30T10:00:00Z", True)
+        assert status["split"] == {"stable": split[0], "canary": split[1]}
+        assert status["observed"] == {"inferencesPerSecond": 780, "recentRequestsPerSecond": 800}
+        assert status["specReplicasIgnored"] is True and status["lastScaleTime"] == "2026-11-30T10:00:00Z"
 
 
 def test_doctests():
     assert doctest.testmod(p).failed == 0
+
+
+def test_status_fields_fit_the_crd_status_schema():
+    from pathlib import Path
+
+    import jsonschema
+    import yaml
+
+    crd = yaml.safe_load((Path(__file__).resolve().parents[2] / "crds" / "modeldeploy.io_modeldeployments.yaml")
+                         .read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["autoscaling"]
+    signals = S(inference_rate=780, request_rate=780, pending_requests=12, pending_growth=-3.5, recent_arrival_rate=800,
+                p99_latency_us=95_000, queue_us=1200, queue_to_compute=0.4)
+    spec = parse_autoscaling({"maxReplicas": 20, "targetInferencesPerSecondPerReplica": 80,
+                              "targetPendingRequestsPerReplica": 4, "targetP99LatencyMilliseconds": 100,
+                              "targetQueueMicroseconds": 2000, "targetQueueToComputeRatio": 1})
+    d = p.decide(spec, signals, current=10, ready=10, history=covered(10), now=1000.0, canary_weight=20)
+    status = p.status_fields(d, signals, "2026-11-30T10:00:00Z", True)
+    assert set(status["observed"]) == set(schema["properties"]["observed"]["properties"])
+    assert set(status) == set(schema["properties"])
+    jsonschema.validate(status, schema)

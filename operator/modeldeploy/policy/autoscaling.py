@@ -346,13 +346,15 @@ def decide(spec: AutoscalingSpec, signals: Signals, *, current: int, ready: int,
                 f"{pods})", binding, recommend=candidate)
 
 
-def status_fields(decision: Decision, signals: Signals, last_scale_time: str | None) -> dict:
+def status_fields(decision: Decision, signals: Signals, last_scale_time: str | None,
+                  spec_replicas_ignored: bool = False) -> dict:
     """``status.autoscaling`` for this decision (``last_scale_time``: RFC 3339, kept by the caller from the
-    last decision that scaled)."""
+    last decision that scaled; ``spec_replicas_ignored``: spec.replicas is set too)."""
     observed = {
         "inferencesPerSecond": signals.inference_rate,
         "pendingRequests": signals.pending_requests,
         "pendingGrowthPerSecond": signals.pending_growth,
+        "recentRequestsPerSecond": signals.recent_arrival_rate,
         "p99LatencyMilliseconds": None if signals.p99_latency_us is None else signals.p99_latency_us / 1000.0,
         "queueMicroseconds": signals.queue_us,
         "queueToComputeRatio": signals.queue_to_compute,
@@ -364,6 +366,8 @@ def status_fields(decision: Decision, signals: Signals, last_scale_time: str | N
         "observed": {k: round(v, 3) for k, v in observed.items() if v is not None and math.isfinite(v)},
         "neededReplicas": {k: round(v, 3) for k, v in decision.needed.items()},
     }
+    if spec_replicas_ignored:
+        out["specReplicasIgnored"] = True
     if last_scale_time:
         out["lastScaleTime"] = last_scale_time
     if decision.split is not None:

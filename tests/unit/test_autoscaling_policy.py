@@ -42,6 +42,10 @@ ONE = {
         (P99, S(p99_latency_us=200_000), 5, 2, 3, p.History(), 5, p.REASON_WITHIN_TOLERANCE),
     "noise inside tolerance":
         (IPS, S(inference_rate=420), 5, 5, 0, covered(5), 5, p.REASON_WITHIN_TOLERANCE),
+    "dip inside tolerance: hold":
+        (IPS, S(inference_rate=368), 5, 5, 0, covered(5), 5, p.REASON_WITHIN_TOLERANCE),
+    "dip below tolerance: down to what is needed":
+        (IPS, S(inference_rate=310), 5, 5, 0, covered(5), 4, p.REASON_SCALED_DOWN),
     "just above tolerance":
         (IPS, S(inference_rate=445), 5, 5, 0, covered(5), 6, p.REASON_SCALED_UP),
     "highest demand over the signals wins":
@@ -96,7 +100,7 @@ def test_fast_up_reads_the_last_interval_safe_down_the_higher_estimate():
     # load fell in the last interval only: the window's higher estimate sizes the scale-down candidate
     d = p.decide(IPS, S(inference_rate=400, recent_arrival_rate=80), current=10, ready=10, now=0.0,
                  history=covered(10, now=0.0))
-    assert (d.replicas, d.reason) == (6, p.REASON_SCALED_DOWN)  # ceil(5 x 1.1), not ceil(1 x 1.1)
+    assert (d.replicas, d.reason) == (5, p.REASON_SCALED_DOWN)  # 400/s needs 5, not the 1 of 80/s
 
 
 def test_queue_growth_counts_inferences_per_request():
@@ -138,7 +142,7 @@ def test_spike_then_drop_scales_down_only_after_the_window():
     last_high = 8
     down_at = next(i for i, n in enumerate(counts) if i > last_high and n < 10)
     assert (down_at - last_high) * 10 == 120  # a full window after the last high recommendation
-    assert counts[down_at] == 3 and counts[-1] == 3  # ceil(2 × 1.1): tolerance kept as headroom
+    assert counts[down_at] == 2 and counts[-1] == 2  # ceil(160 / 80)
 
 
 def test_flapping_load_scales_once():
@@ -157,7 +161,7 @@ def test_pods_loading_for_a_minute_are_not_double_counted():
 def test_restart_with_empty_history_waits_one_window_before_scaling_down():
     loads = [S(inference_rate=80)] * 20
     counts, _ = run(IPS, loads, current=6, start=5000.0)
-    assert counts[:12] == [6] * 12 and counts[13] == 2
+    assert counts[:12] == [6] * 12 and counts[13] == 1
 
 
 def test_scale_up_limit_per_period():

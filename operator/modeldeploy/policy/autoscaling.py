@@ -20,11 +20,12 @@ stabilization window for scale-down — and changes what is slow:
   replica per stabilization window).
 - **Highest demand wins; up in one step** to the count needed (bounded by maxReplicas and the optional
   ``scaleUp`` limit), as soon as any signal is above ``(1 + tolerance)`` of the replicas asked for.
-- **Down only after the window, with hysteresis.** A scale-down candidate keeps ``tolerance`` headroom
-  (``ceil(needed × (1 + tolerance))``), so the load after it sits at or below 1/(1+tolerance) of target
-  and noise within tolerance cannot scale it straight back up; the count applied is the highest
-  candidate of the last ``scaleDownStabilizationSeconds`` (HPA's stabilization), and only once the
-  history covers the whole window (after an operator restart, a window passes before any scale-down).
+- **Down only after the window, with hysteresis.** A capacity target proposes a scale-down only when it
+  needs less than ``(1 - tolerance)`` of the replicas asked for, and then to ``ceil(needed)``: the
+  tolerance band on both sides is the hysteresis (up above 1 + tolerance, down below 1 - tolerance),
+  so noise inside it never moves the count. The count applied is the highest candidate of the last
+  ``scaleDownStabilizationSeconds`` (HPA's stabilization), and only once the history covers the whole
+  window (after an operator restart, a window passes before any scale-down).
 - **Starting pods, as HPA does.** Capacity demand is compared with the replicas *asked for*, which
   include pods still loading their model, so a spike is not counted twice while they load; saturation
   ratios multiply the *ready* count (HPA fills unready pods with zero on scale-up: the same number).
@@ -40,8 +41,8 @@ Worked examples (targets: 80 inferences/s per replica, tolerance 0.1, window 120
   5 replicas needed; 5 > 2 × 1.1 → scale to 5 in one decision.
 - Pods loading: the next decision, 2 ready + 3 starting, demand still 400/s → needs 5, asked 5 → hold
   (no double counting). A p99 of 2× its target with 2 ready asks for 2 × 2 = 4 ≤ 5: hold too.
-- Ramp down: 5 replicas, demand 250/s → 3.125 needed; candidate ceil(3.125 × 1.1) = 4 → recorded;
-  applied once every candidate of the last 120 s is ≤ 4.
+- Ramp down: 5 replicas, demand 250/s → 3.125 needed < 5 × 0.9 → candidate 4 → recorded; applied
+  once every candidate of the last 120 s is ≤ 4.
 - Noise: 5 replicas, demand 420/s → 5.25 needed = 1.05 × 5, inside tolerance → hold.
 - Prometheus down: every signal None → hold at the current count, reason MetricsUnavailable.
 """
@@ -320,7 +321,7 @@ def decide(spec: AutoscalingSpec, signals: Signals, *, current: int, ready: int,
     has_capacity = any(n in needed for n in CAPACITY)
     for n, v in needed.items():
         if n in CAPACITY:
-            floors[n] = _ceil(v * (1 + tol))
+            floors[n] = _ceil(v) if v < current * (1 - tol) - _EPS else current
         elif ratio[n] >= 1 - tol:
             floors[n] = current  # near its target: no scale-down
         elif not has_capacity:

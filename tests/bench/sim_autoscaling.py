@@ -111,6 +111,8 @@ def main() -> int:
     ap.add_argument("--max-replicas", type=int, default=60)
     ap.add_argument("--routing", choices=("random", "least"), default="random")
     ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--hpa-window", type=int, default=0,
+                    help="also run HPA reading a rate over this many seconds (e.g. 300: prometheus-adapter's default rules)")
     ap.add_argument("--no-step", action="store_true")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -139,6 +141,10 @@ def main() -> int:
               f"{trace.rate.max():.0f}\n\n{trace.notes}\n")
         print(f"[{trace.name}]", file=sys.stderr)
         results = [run(args, trace, c, model, args.slo_ms, target) for c in controllers(args, target, trace, model, cap)]
+        if args.hpa_window:
+            slow = m.Hpa(target, 1, args.max_replicas)
+            slow.name = f"HPA, {args.hpa_window} s rate window"
+            results.append(run(args, trace, slow, model, args.slo_ms, target, window=args.hpa_window))
         by = {r.controller: r for r in results}
         hpa, oracle = by["HPA"], by["oracle"]
         print(HEADER)

@@ -172,10 +172,10 @@ def main() -> int:
                     mark = " **cheapest ≥ 99%**" if best[name] and best[name][2] is r else ""
                     print(row(r, None, oracle, f"{name} @ {frac:g}{mark}"))
             if best.get("HPA") and best.get("modeldeploy"):
-                saving = 1 - best["modeldeploy"][0] / best["HPA"][0]
-                print(f"\nAt ≥ 99% of minutes within the SLO: modeldeploy {best['modeldeploy'][0]:.1f} replica-h, "
-                      f"HPA {best['HPA'][0]:.1f} replica-h ({100 * saving:+.1f}% fewer for modeldeploy), oracle "
-                      f"{oracle.replica_hours:.1f} ({best['modeldeploy'][0] / oracle.replica_hours:.2f}× for modeldeploy).")
+                change = best["modeldeploy"][0] / best["HPA"][0] - 1
+                print(f"\nCheapest with ≥ 99% of minutes within the SLO: modeldeploy {best['modeldeploy'][0]:.1f} "
+                      f"replica-h, HPA {best['HPA'][0]:.1f} replica-h (modeldeploy {100 * change:+.1f}%), oracle "
+                      f"{oracle.replica_hours:.1f} (modeldeploy {best['modeldeploy'][0] / oracle.replica_hours:.2f}×).")
             report["traces"][trace.name]["sweep"] = {
                 name: [{"fraction": f, "replica_hours": r.replica_hours, "slo_share": r.slo_share} for f, r in runs]
                 for name, runs in sweep.items()}

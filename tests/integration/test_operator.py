@@ -188,7 +188,7 @@ def test_unschedulable_gpu_product_is_reported(api, operator, namespace):
 def test_unimplemented_fields_are_reported(api, operator, namespace):
     body = digits(replicas=1)
     del body["spec"]["replicas"]
-    body["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 3}
+    body["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 3, "targetInferencesPerSecondPerReplica": 50}
     create_md(api, namespace, body)
     md = wait_ready(api, namespace, "digits")
     supported = condition(md, "FieldsSupported")

@@ -50,8 +50,18 @@ CASES = {
                                                              "evaluation": {"maxAccuracyDrop": 1}}),
                                       ["spec.compression.evaluation.dataset", "Required"]),
     "negative gpu count": (with_spec(resources={"gpu": {"count": -1}}), ["spec.resources.gpu.count"]),
-    "min > max replicas": (with_spec(autoscaling={"minReplicas": 5, "maxReplicas": 2}),
+    "min > max replicas": (with_spec(autoscaling={"minReplicas": 5, "maxReplicas": 2, "targetQueueMicroseconds": 500}),
                            ["spec.autoscaling.minReplicas must be <= spec.autoscaling.maxReplicas"]),
+    "autoscaling without a target": (with_spec(autoscaling={"maxReplicas": 4}),
+                                     ["spec.autoscaling needs at least one target"]),
+    "autoscaling target zero": (with_spec(autoscaling={"maxReplicas": 4, "targetP99LatencyMilliseconds": 0}),
+                                ["spec.autoscaling.targetP99LatencyMilliseconds must be > 0"]),
+    "autoscaling minReplicas zero": (with_spec(autoscaling={"minReplicas": 0, "maxReplicas": 4,
+                                                            "targetQueueToComputeRatio": 1.0}),
+                                     ["spec.autoscaling.minReplicas"]),
+    "scaleUp without a limit": (with_spec(autoscaling={"maxReplicas": 4, "targetPendingRequestsPerReplica": 2,
+                                                       "scaleUp": {"periodSeconds": 30}}),
+                                ["spec.autoscaling.scaleUp needs maxReplicasPerPeriod or maxPercentPerPeriod"]),
     "negative replicas": (with_spec(replicas=-1), ["spec.replicas"]),
     "step with both": (with_spec(rollout={"strategy": "Canary", "canary": {
         "steps": [{"setWeight": 10, "pause": {"duration": "1m"}}]}}),
@@ -151,3 +161,14 @@ def test_every_example_is_accepted(api, crd_installed, namespace):
                 c.GROUP, c.VERSION, namespace, c.PLURAL, body, dry_run="All")
             checked += 1
     assert checked >= 3
+
+
+def test_autoscaling_is_accepted_with_its_defaults(api, crd_installed, namespace):
+    created = client.CustomObjectsApi(api).create_namespaced_custom_object(
+        c.GROUP, c.VERSION, namespace, c.PLURAL,
+        with_spec(autoscaling={"maxReplicas": 4, "targetInferencesPerSecondPerReplica": 80,
+                               "targetQueueToComputeRatio": 0.5, "scaleUp": {"maxPercentPerPeriod": 100}}),
+        dry_run="All")
+    auto = created["spec"]["autoscaling"]
+    assert (auto["minReplicas"], auto["tolerance"], auto["scaleDownStabilizationSeconds"],
+            auto["metricsWindowSeconds"], auto["scaleUp"]["periodSeconds"]) == (1, 0.1, 120, 30, 60)

@@ -61,18 +61,18 @@ def test_invalid_specs_name_the_field(spec, field):
     assert str(err.value).startswith(field)
 
 
-def test_autoscaling_runs_min_replicas_until_implemented():
-    spec = parse_spec("m", spec_with(autoscaling={"minReplicas": 2, "maxReplicas": 5}))
-    assert spec.desired_replicas == 2
-    assert unimplemented_fields(spec) == ["spec.autoscaling"]
+def test_autoscaling_starts_at_min_replicas_and_is_implemented():
+    spec = parse_spec("m", spec_with(autoscaling={"minReplicas": 2, "maxReplicas": 5, "targetPendingRequestsPerReplica": 4}))
+    assert spec.desired_replicas == 2  # until the autoscaler decides (status.autoscaling)
+    assert unimplemented_fields(spec) == []
 
 
 @pytest.mark.parametrize("replicas,autoscaling,desired,note", [
     (None, None, 1, None),           # spec.replicas defaults to 1
     (3, None, 3, None),
     (0, None, 0, None),
-    (None, {"minReplicas": 2, "maxReplicas": 5}, 2, "spec.replicas (1) is ignored: spec.autoscaling sets the replica count (2 to 5)"),
-    (7, {"maxReplicas": 5}, 1, "spec.replicas (7) is ignored: spec.autoscaling sets the replica count (1 to 5)"),
+    (None, {"minReplicas": 2, "maxReplicas": 5, "targetPendingRequestsPerReplica": 4}, 2, "spec.replicas (1) is ignored: spec.autoscaling sets the replica count (2 to 5)"),
+    (7, {"maxReplicas": 5, "targetPendingRequestsPerReplica": 4}, 1, "spec.replicas (7) is ignored: spec.autoscaling sets the replica count (1 to 5)"),
 ])
 def test_the_replicas_rule(replicas, autoscaling, desired, note):
     """THE RULE (CRD spec.replicas): default 1; spec.autoscaling, when set, wins and status says spec.replicas is
@@ -133,7 +133,7 @@ def test_unimplemented_fields_are_listed():
         rollout={"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}]}},
     ))
     assert unimplemented_fields(spec) == []  # canary rollouts are implemented
-    assert unimplemented_fields(parse_spec("m", spec_with(autoscaling={"maxReplicas": 3}))) == ["spec.autoscaling"]
+    assert unimplemented_fields(parse_spec("m", spec_with(autoscaling={"maxReplicas": 3, "targetPendingRequestsPerReplica": 4}))) == []
 
 
 def test_compression_splits_the_recipe_from_the_job_settings():

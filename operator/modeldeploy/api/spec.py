@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 from modeldeploy.api import validation as v
 # A module import: api/canary.py imports this module the same way, so either may be imported first.
+from modeldeploy.api import autoscaling as autoscaling_api
 from modeldeploy.api import canary as canary_api
 
 MODEL_FORMATS = ("onnx", "tensorrt", "torchscript", "python", "savedmodel")
@@ -176,7 +177,7 @@ class Spec:
     resources: ResourcesSpec
     placement: PlacementSpec
     replicas: int  #: spec.replicas, default 1 (the scale subresource reads and writes it)
-    autoscaling: Mapping[str, Any] | None
+    autoscaling: "autoscaling_api.AutoscalingSpec | None"  # api/autoscaling.py
     compression: CompressionSpec | None
     rollout_strategy: str
     canary: "canary_api.CanarySpec | None"  # parsed when strategy is Canary (api/canary.py)
@@ -187,10 +188,10 @@ class Spec:
 
     @property
     def desired_replicas(self) -> int:
-        """Replicas to run now, by THE RULE: spec.autoscaling, when set, wins over spec.replicas (until
-        autoscaling is implemented: its minReplicas); otherwise spec.replicas (default 1)."""
+        """Replicas to start with, by THE RULE: spec.autoscaling, when set, wins over spec.replicas (its
+        minReplicas, until the autoscaler decides: status.autoscaling); otherwise spec.replicas (default 1)."""
         if self.autoscaling is not None:
-            return int(self.autoscaling.get("minReplicas", 1))
+            return self.autoscaling.min_replicas
         return self.replicas
 
 
@@ -198,14 +199,15 @@ def replicas_note(spec: Spec) -> str | None:
     """What status says when spec.replicas is ignored (spec.autoscaling is set), else None.
 
     >>> base = {"model": {"uri": "s3://b/m.onnx", "format": "onnx"}}
-    >>> replicas_note(parse_spec("m", {**base, "replicas": 3, "autoscaling": {"minReplicas": 2, "maxReplicas": 5}}))
+    >>> replicas_note(parse_spec("m", {**base, "replicas": 3, "autoscaling": {"minReplicas": 2, "maxReplicas": 5,
+    ...                                                                     "targetPendingRequestsPerReplica": 4}}))
     'spec.replicas (3) is ignored: spec.autoscaling sets the replica count (2 to 5)'
     >>> replicas_note(parse_spec("m", {**base, "replicas": 3})) is None
     True
     """
     if spec.autoscaling is None:
         return None
-    low, high = spec.autoscaling.get("minReplicas", 1), spec.autoscaling.get("maxReplicas")
+    low, high = spec.autoscaling.min_replicas, spec.autoscaling.max_replicas
     return f"spec.replicas ({spec.replicas}) is ignored: spec.autoscaling sets the replica count ({low} to {high})"
 
 
@@ -396,13 +398,7 @@ def parse_spec(name: str, spec: Any) -> Spec:
     replicas = _int(spec.get("replicas", 1), "spec.replicas", 0, v.INT32_MAX)
     autoscaling = spec.get("autoscaling")
     if autoscaling is not None:
-        autoscaling = _obj(autoscaling, "spec.autoscaling")
-        lo = _int(autoscaling.get("minReplicas", 1), "spec.autoscaling.minReplicas", 0)
-        if autoscaling.get("maxReplicas") is None:
-            raise SpecError("spec.autoscaling.maxReplicas", "is required")
-        hi = _int(autoscaling["maxReplicas"], "spec.autoscaling.maxReplicas", 1)
-        if lo > hi:
-            raise SpecError("spec.autoscaling.minReplicas", f"({lo}) must be <= spec.autoscaling.maxReplicas ({hi})")
+        autoscaling = autoscaling_api.parse_autoscaling(_obj(autoscaling, "spec.autoscaling"))
 
     rollout = _obj(spec.get("rollout"), "spec.rollout")
     strategy = _str(rollout.get("strategy"), "spec.rollout.strategy") or "Rolling"
@@ -484,7 +480,4 @@ def _compression(data: Any) -> CompressionSpec:
 
 def unimplemented_fields(spec: Spec) -> list[str]:
     """Fields this version accepts but does not act on yet; reported, never silently ignored."""
-    fields = []
-    if spec.autoscaling is not None:
-        fields.append("spec.autoscaling")
-    return fields
+    return []

@@ -184,11 +184,13 @@ def stable_deployment(md_name: str, previous: Mapping[str, Any], observed: Obser
     return name if name in observed.deployments else names.deployment_name(md_name)
 
 
-def plan(md_name: str, spec: Spec, revision: str, previous: Mapping[str, Any], observed: Observed) -> Plan:
+def plan(md_name: str, spec: Spec, revision: str, previous: Mapping[str, Any], observed: Observed,
+         replicas: int | None = None) -> Plan:
     """What should exist and be done for ``spec`` (revision ``revision``) under the Rolling strategy, given
-    the stored status and what was observed. See the module docstring."""
+    the stored status and what was observed; ``replicas``: the autoscaler's total (default the spec's).
+    See the module docstring."""
     name = stable_deployment(md_name, previous, observed)
-    stable = Track(c.TRACK_STABLE, name, revision, spec.desired_replicas, spec,
+    stable = Track(c.TRACK_STABLE, name, revision, spec.desired_replicas if replicas is None else replicas, spec,
                    pod_set=pod_set_of(observed.deployments.get(name)))
     deployment = observed.deployments.get(stable.deployment)
     rolled = rolled_out(deployment, stable.replicas)

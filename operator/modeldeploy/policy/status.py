@@ -61,6 +61,7 @@ class Observation:
     # CanaryAnalysis). Its Ready override travels in ``swap`` (same meaning: every replica up, spec not done).
     canary: Mapping[str, Any] | None = None
     extra_conditions: tuple[Condition, ...] = ()
+    autoscaling: Mapping[str, Any] | None = None  # status.autoscaling (reconcile/autoscaling.py)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -217,7 +218,9 @@ def compute_status(obs: Observation, previous: Mapping[str, Any] | None, now: da
         status["modelSwap"] = dict(obs.model_swap)
     if obs.canary is not None:
         status["canary"] = replace_block(previous.get("canary"), obs.canary)
-    for key in ("compression", "modelSwap", "canary"):
+    if obs.autoscaling is not None:
+        status["autoscaling"] = replace_block(previous.get("autoscaling"), obs.autoscaling)
+    for key in ("compression", "modelSwap", "canary", "autoscaling"):
         if previous.get(key) is not None and key not in status:
             status[key] = None  # a merge patch keeps what it does not mention: remove it explicitly
     if obs.service_name is not None and obs.namespace is not None:

@@ -68,8 +68,9 @@ def _verdict(metrics: SeriesProvider | None, spec: Spec, namespace: str, name: s
 
 
 def plan_round(observed: planning.Observed, metrics: SeriesProvider | None, body: Mapping[str, Any], spec: Spec,
-               template_revision: str, previous: Mapping[str, Any], now: datetime) -> Round:
-    """Everything the reconciler needs to act on one round of ``spec.rollout.canary``."""
+               template_revision: str, previous: Mapping[str, Any], now: datetime, total: int) -> Round:
+    """Everything the reconciler needs to act on one round of ``spec.rollout.canary``; ``total`` is the
+    replica count of the whole ModelDeployment (spec, or the autoscaler's), which the step machine splits."""
     assert spec.canary is not None
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
@@ -89,9 +90,9 @@ def plan_round(observed: planning.Observed, metrics: SeriesProvider | None, body
                                       if k in commands.SNAPSHOT_FIELDS}),
         machine.Observed(canary_ready=_ready(canary_pods), canary_pods=len(canary_pods),
                          stable_ready=_ready(stable_pods), canary_problem=problem[1] if problem else None),
-        verdict, commands.parse(meta.get("annotations")), now, spec.desired_replicas)
+        verdict, commands.parse(meta.get("annotations")), now, total)
     canary_deployment = observed.deployments.get(names.revision_deployment_name(name, desired))
-    roles = rollout.roles(name, spec, desired, stable, decision, canary_deployment, spec.desired_replicas)
+    roles = rollout.roles(name, spec, desired, stable, decision, canary_deployment, total)
     return Round(template_revision, desired, stable, decision, roles, _tracks(name, spec, roles, observed), observed)
 
 

@@ -33,6 +33,7 @@ from modeldeploy.api import constants as c
 from modeldeploy.api.redact import redact_uri, uri_fingerprint
 from modeldeploy.api.spec import SpecError, parse_spec, unimplemented_fields
 from modeldeploy.adapters.prometheus import SeriesProvider
+from modeldeploy.policy import canary as canary_policy
 from modeldeploy.policy import commands, compression_job, model_swap, rollout
 from modeldeploy.policy import plan as planning
 from modeldeploy.policy.pods import diagnose_pods
@@ -40,7 +41,8 @@ from modeldeploy.policy.status import Observation, compute_status, status_change
 from modeldeploy.reconcile import compression
 from modeldeploy.reconcile.act import Actor, AppliedMemo, Conflict
 from modeldeploy.reconcile.interfaces import Agents, ClusterView, KubeWriter
-from modeldeploy.reconcile import canary
+from modeldeploy.reconcile import autoscaling, canary
+from modeldeploy.reconcile.autoscaling import Autoscaler
 from modeldeploy.reconcile.observe import children, observe
 from modeldeploy.render import names
 from modeldeploy.render import traffic as traffic_render
@@ -85,10 +87,20 @@ class Reconciler:
     agents: Agents | None = None
     metrics: SeriesProvider | None = None  # Prometheus, for canary analysis (None: every analysis is NoData)
     memo: AppliedMemo = field(default_factory=AppliedMemo)
+    autoscaler: Autoscaler | None = None
+
+    def __post_init__(self) -> None:
+        if self.autoscaler is None:
+            self.autoscaler = Autoscaler(self.metrics)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what is kept in memory about a ModelDeployment that is gone."""
+        self.autoscaler.forget(namespace, name)  # type: ignore[union-attr]
 
     def reconcile(self, namespace: str, name: str) -> Result:
         body = self.view.get(c.KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            self.forget(namespace, name)
             return Result(status=None, gone=True)
         meta = body["metadata"]
         previous = body.get("status") or {}
@@ -145,11 +157,16 @@ class Reconciler:
             base.update(model_uri=redact_uri(spec.model.uri), model_sha256=spec.model.sha256)
 
         revision = names.revision_of(spec, self.options.triton_image, self.options.fetcher_image)
+        kids = children(self.view, owner.namespace, owner.name, owner.uid)
+        total = spec.desired_replicas
+        if spec.autoscaling is not None:
+            total = self._autoscale(owner, spec, kids, previous, base, extra)
         if spec.canary is not None:
-            return self._canary(body, owner, previous, spec, revision, base, extra)
+            return self._canary(body, owner, previous, spec, revision, base, extra, kids, total)
         base["revision"] = revision
-        observed = observe(self.view, self.agents, owner.namespace, owner.name, owner.uid, spec, revision, previous)
-        plan = planning.plan(owner.name, spec, revision, previous, observed)
+        base["desired_replicas"] = total
+        observed = observe(kids, self.agents, owner.name, spec, revision, previous, total)
+        plan = planning.plan(owner.name, spec, revision, previous, observed, replicas=total)
 
         actor = Actor(self.view, self.kube, self.memo, owner.uid)
         try:
@@ -162,12 +179,12 @@ class Reconciler:
             return Observation(**base, apply_error=str(err), deployment=observed.deployments.get(
                 plan.stable.deployment)), {"retry": str(err)}
 
-        problem = _problem(deployment, spec.desired_replicas, observed.pods, revision)
+        problem = _problem(deployment, total, observed.pods, revision)
         base["deployment_name"] = plan.stable.deployment
         swap_condition, swap_block, served = _swap_status(plan, spec, previous)
         base.update(model_name=served.get("name"), model_version=served.get("version"), model_uri=served.get("uri"),
                     model_sha256=served.get("sha256"), model_fingerprint=served.get("uriFingerprint"))
-        extra["requeue_after"] = plan.requeue_after
+        extra["requeue_after"] = _earliest(plan.requeue_after, extra.get("requeue_after"))
         return Observation(**base, deployment=deployment, pod_problem=problem, swap=swap_condition,
                            model_swap=swap_block, replica_failure=_replica_failure(deployment)), extra
 
@@ -203,12 +220,26 @@ class Reconciler:
             actor.delete(kind, owner.namespace, name, uid)
         return stable
 
+    def _autoscale(self, owner: Owner, spec, kids: planning.Observed, previous: Mapping[str, Any],
+                   base: dict[str, Any], extra: dict[str, Any]) -> int:
+        """The autoscaler's total for now (reconcile/autoscaling.py); status block, condition, Events, next look."""
+        running = (previous.get("canary") or {})
+        weight = running.get("weight") if running.get("phase") in canary_policy.ACTIVE else None
+        current = sum(int(((d.get("spec") or {}).get("replicas")) or 0) for d in kids.deployments.values())
+        look = self.autoscaler.look(spec.autoscaling, owner.namespace, owner.name, spec.model.name, current,
+                                    kids.pods, previous.get("autoscaling"), self.now(), canary_weight=weight,
+                                    spec_replicas_ignored=True)  # THE RULE: autoscaling wins (api/spec.py)
+        base.update(autoscaling=look.status, extra_conditions=(look.condition,))
+        extra["events"] = list(extra.get("events", ())) + list(look.events)
+        extra["requeue_after"] = autoscaling.PERIOD_SECONDS
+        return look.replicas
+
     def _canary(self, body: Mapping[str, Any], owner: Owner, previous: Mapping[str, Any], spec, template_revision: str,
-                base: dict[str, Any], extra: dict[str, Any]) -> tuple[Observation, dict[str, Any]]:
+                base: dict[str, Any], extra: dict[str, Any], observed: planning.Observed,
+                total: int) -> tuple[Observation, dict[str, Any]]:
         """``strategy: Canary``: revisions side by side, traffic split, judged, promoted or rolled back."""
-        observed = children(self.view, owner.namespace, owner.name, owner.uid)
         now = self.now()
-        rnd = canary.plan_round(observed, self.metrics, body, spec, template_revision, previous, now)
+        rnd = canary.plan_round(observed, self.metrics, body, spec, template_revision, previous, now, total)
         decision, roles = rnd.decision, rnd.roles
         stable_track = rnd.tracks[0]
         base.update(revision=stable_track.revision, deployment_name=stable_track.deployment)
@@ -243,14 +274,15 @@ class Reconciler:
         served = model_status(spec) if stable_track.render else (previous.get("model") or model_status(spec))
         base.update(model_name=served.get("name"), model_version=served.get("version"), model_uri=served.get("uri"),
                     model_sha256=served.get("sha256"), model_fingerprint=served.get("uriFingerprint"))
-        requeues = [t for t in (decision.requeue_after,) if t]
-        extra.update(requeue_after=min(requeues) if requeues else None, clear_command=decision.clear_command,
-                     events=[(e.type, e.reason, e.message) for e in decision.events])
+        extra.update(requeue_after=_earliest(decision.requeue_after, extra.get("requeue_after")),
+                     clear_command=decision.clear_command,
+                     events=list(extra.get("events", ())) + [(e.type, e.reason, e.message) for e in decision.events])
         base["desired_replicas"] = stable_track.replicas
+        base["extra_conditions"] = tuple(base.get("extra_conditions", ())) + tuple(decision.conditions)
         return Observation(**base, deployment=deployment,
                            pod_problem=_problem(deployment, stable_track.replicas, observed.pods, stable_track.revision),
                            replica_failure=_replica_failure(deployment), swap=canary.condition(decision),
-                           canary=decision.status or None, extra_conditions=decision.conditions), extra
+                           canary=decision.status or None), extra
 
     def _held(self, owner: Owner, previous: Mapping[str, Any], base: dict[str, Any],
               settled: compression.Settled) -> Observation:
@@ -331,6 +363,12 @@ def model_status(spec) -> dict[str, Any]:
     if model.sha256:
         out["sha256"] = model.sha256
     return out
+
+
+def _earliest(*delays: float | None) -> float | None:
+    """The soonest of the requested later looks (None: no look requested)."""
+    chosen = [d for d in delays if d]
+    return min(chosen) if chosen else None
 
 
 def _problem(deployment: Mapping[str, Any] | None, want: int, pods, revision: str) -> tuple[str, str] | None:

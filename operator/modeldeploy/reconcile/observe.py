@@ -67,13 +67,13 @@ def agent_reports(agents: Agents, pods: list[Mapping[str, Any]], revision: str) 
     return reports
 
 
-def observe(view: ClusterView, agents: Agents | None, namespace: str, md_name: str, uid: str, spec: Spec,
-            revision: str, previous: Mapping[str, Any]) -> planning.Observed:
-    """Everything :func:`modeldeploy.policy.plan.plan` needs; agents asked only when a swap is due."""
-    observed = children(view, namespace, md_name, uid)
+def observe(observed: planning.Observed, agents: Agents | None, md_name: str, spec: Spec, revision: str,
+            previous: Mapping[str, Any], replicas: int) -> planning.Observed:
+    """``observed`` (the children, :func:`children`) with the agents' reports when a swap is due (the pods
+    of ``revision`` must move to a new model and all ``replicas`` run the current template)."""
     if agents is None or not planning.swap_due(previous, revision, spec):
         return observed
     deployment = observed.deployments.get(planning.stable_deployment(md_name, previous, observed))
-    if not planning.rolled_out(deployment, spec.desired_replicas):
+    if not planning.rolled_out(deployment, replicas):
         return observed
     return dataclasses.replace(observed, agent_reports=agent_reports(agents, list(observed.pods), revision))

@@ -117,3 +117,20 @@ def raw_samples(names: Sequence[str], sel: str, seconds: int) -> str:
     if len(names) == 1:
         return f"{names[0]}{{{sel}}}[{int(seconds)}s]"
     return f'{{__name__=~"{"|".join(names)}",{sel}}}[{int(seconds)}s]'
+
+def pending_growth(sel: str, window: str, window_seconds: float) -> str:
+    """How fast Triton's queues grow over ``window`` (requests per second, summed over pods): the load
+    the pods do not serve (an overloaded replica serves at its capacity whatever the load). ``delta``
+    takes the same first and last samples as ``rate`` does, so served rate + growth is the arrival rate
+    over one and the same interval."""
+    return f"sum(delta(nv_inference_pending_request_count{{{sel}}}[{window}])) / {window_seconds:g}"
+
+
+def recent_arrival_rate(sel: str, window: str) -> str:
+    """Requests per second arriving at the pods over their last scrape interval: served (``irate``) plus
+    the queue's growth over the same two samples (``idelta`` of the gauge, turned into a rate through the
+    counter's own ``irate / idelta``), per pod, summed. ``window`` only bounds how old the two samples may
+    be. A pod whose counter did not move in that interval drops out (0/0), which only errs low."""
+    served = f"nv_inference_request_success{{{sel}}}"
+    return (f"sum(irate({served}[{window}]) + irate({served}[{window}]) * "
+            f"idelta(nv_inference_pending_request_count{{{sel}}}[{window}]) / idelta({served}[{window}]))")

@@ -40,10 +40,9 @@ class FakeAgents:
         self.served[url] = body  # this fake swaps at once
 
 
-def pod(name, port, revision):
-    return {"metadata": {"name": name, "labels": {c.LABEL_REVISION: revision},
-                         "annotations": {"modeldeploy.io/local-ports": f'{{"8009": {port}}}'}},
-            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+def pod(name, host, revision):
+    return {"metadata": {"name": name, "labels": {c.LABEL_REVISION: revision}},
+            "status": {"podIP": f"10.244.9.{host}", "conditions": [{"type": "Ready", "status": "True"}]}}
 
 
 def body(model, status):
@@ -62,11 +61,11 @@ def revision():
 def test_a_version_change_keeps_the_revision_and_swaps_pods_one_at_a_time():
     rev = revision()
     kube = SwapKube([pod("a", 1, rev), pod("b", 2, rev)])
-    agents = FakeAgents({"http://127.0.0.1:1": {"version": 1, "uri": V1["uri"]},
-                         "http://127.0.0.1:2": {"version": 1, "uri": V1["uri"]}})
+    agents = FakeAgents({"http://10.244.9.1:8009": {"version": 1, "uri": V1["uri"]},
+                         "http://10.244.9.2:8009": {"version": 1, "uri": V1["uri"]}})
     first = reconcile(kube, body(V2, served_v1_status(rev)), OPTIONS, lambda: T0, agents=agents)
     assert first.status["currentRevision"] == rev  # no rolling update
-    assert agents.puts == [("http://127.0.0.1:1", {"uri": V2["uri"], "version": 2})]
+    assert agents.puts == [("http://10.244.9.1:8009", {"uri": V2["uri"], "version": 2})]
     assert first.status["phase"] == c.PHASE_PROGRESSING and first.requeue_after
     assert first.status["model"]["version"] == 1  # confirmed served: still the old one
     assert first.status["modelSwap"]["podsServing"] == 0 and first.status["modelSwap"]["pods"] == 2
@@ -74,7 +73,7 @@ def test_a_version_change_keeps_the_revision_and_swaps_pods_one_at_a_time():
     assert ready["reason"] == "SwappingModel" and "0/2 pods" in ready["message"]
 
     second = reconcile(kube, body(V2, first.status), OPTIONS, lambda: T0, agents=agents)
-    assert agents.puts[-1][0] == "http://127.0.0.1:2"
+    assert agents.puts[-1][0] == "http://10.244.9.2:8009"
     third = reconcile(kube, body(V2, second.status), OPTIONS, lambda: T0, agents=agents)
     assert third.status["phase"] == c.PHASE_READY and third.requeue_after is None
     assert third.status["model"] == {"name": "m", "version": 2, "uri": V2["uri"]}
@@ -105,7 +104,7 @@ def test_a_model_change_with_a_new_revision_is_a_rolling_update_not_a_swap():
 def test_same_version_new_files_restarts_the_pods():
     rev = revision()
     kube = SwapKube([pod("a", 1, rev)])
-    agents = FakeAgents({"http://127.0.0.1:1": {"version": 1, "uri": V1["uri"]}})
+    agents = FakeAgents({"http://10.244.9.1:8009": {"version": 1, "uri": V1["uri"]}})
     moved = {**V1, "uri": "s3://b/1-fixed/model.onnx"}
     result = reconcile(kube, body(moved, served_v1_status(rev)), OPTIONS, lambda: T0, agents=agents)
     assert agents.puts == [] and kube.stamps and kube.stamps[0][1] == c.ANNOTATION_MODEL_FILES

@@ -67,7 +67,7 @@ from .kubeapi import KubeHttp, KubeHttpError
 CLUSTER_NAME = "modeldeploy"
 CONTEXT_NAME = f"kwok-{CLUSTER_NAME}"
 RUNNER_NODE = "local-0"
-RUNNER_GPUS = 4
+RUNNER_GPUS = 8
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller")
 """Start order; kwokctl names pid and log files after these."""
 ADVERTISE_ADDRESS = "192.0.2.1"
@@ -474,7 +474,7 @@ class Sandbox:
             self._stop_gateway()
             self._stop_runner()
             left = self._stop_pids({c: p for c in COMPONENTS if (p := self._pid(c)) is not None})
-            self._release_pod_network()
+            self._release_pod_network(self.network())
             self._say(f"sandbox did not come up; stopped its processes{' except ' + ', '.join(left) if left else ''}."
                       f" Component logs are kept in {self.logs_dir} until the next `up` or `down`")
             raise
@@ -533,10 +533,11 @@ class Sandbox:
                                                  "lock": str(claimed.path)}) + "\n")
         return claimed
 
-    def _release_pod_network(self) -> list[str]:
-        """Remove every address of the range from lo, under the range's claim (taken again now that its holders
-        are gone) so that a sandbox claiming it meanwhile loses nothing. Returns addresses still there."""
-        net = self.network() or {}
+    def _release_pod_network(self, net: dict[str, Any] | None) -> list[str]:
+        """Remove every address of the range ``net`` (read before kwokctl deleted the cluster folder) from lo,
+        under the range's claim (taken again now that its holders are gone) so that a sandbox claiming it
+        meanwhile loses nothing. Returns addresses still there."""
+        net = net or {}
         if net.get("mode") != "pod-ips":
             return []
         rng, lock = podnet.PodRange.parse(net["range"]), Path(net["lock"])
@@ -887,6 +888,7 @@ class Sandbox:
             if not quiet:
                 self._say(f"sandbox not running (nothing in {self.state_dir})")
             return
+        network = self.network()  # before kwokctl removes the cluster folder
         self._stop_supervisor()  # first: it would start what we stop
         self._stop_prometheus()
         self._stop_gateway()
@@ -905,7 +907,7 @@ class Sandbox:
         left += [f"pid {pid}" for pid in self._processes_using_workdir()]
         if left:
             raise SandboxError(f"processes still running after down: {', '.join(sorted(set(left)))}")
-        addresses = self._release_pod_network()
+        addresses = self._release_pod_network(network)
         if addresses:
             raise SandboxError(f"addresses still on lo after down: {', '.join(addresses)}")
         shutil.rmtree(self.workdir, ignore_errors=True)

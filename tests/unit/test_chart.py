@@ -269,3 +269,21 @@ def test_kind_config_has_a_control_plane_and_a_gpu_labelled_worker():
     assert {"hostPath": "/dev/null", "containerPath": "/var/run/nvidia-container-devices/all"} \
         in worker["extraMounts"]
     assert "labels" not in nodes[0]
+
+
+def test_pod_monitor_is_off_by_default_and_relabels_like_the_documented_scrape_config(helm):
+    from modeldeploy.sandbox import prometheus as prom
+
+    assert of_kind(render(helm), "PodMonitor") == []
+    docs = render(helm, "--set", "podMonitor.enabled=true", "--set", "podMonitor.labels.release=kps",
+                  "--set", "podMonitor.interval=30s")
+    (monitor,) = of_kind(docs, "PodMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1" and monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["metadata"]["namespace"] == NAMESPACE and monitor["spec"]["namespaceSelector"] == {"any": True}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["interval"], endpoint["honorLabels"]) == ("metrics", "30s", False)
+    as_operator_writes_it = [{{"source_labels": "sourceLabels", "target_label": "targetLabel"}.get(k, k): v
+                              for k, v in rule.items()} for rule in prom.relabel_configs()]
+    assert endpoint["relabelings"] == as_operator_writes_it
+    proc = run_helm(helm, "template", RELEASE, str(CHART), "--set", "podMonitor.interval=often")
+    assert proc.returncode != 0 and "/podMonitor/interval" in proc.stderr, proc.stderr

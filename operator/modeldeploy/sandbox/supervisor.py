@@ -167,7 +167,7 @@ class Supervisor:
                 self.say(f"{name} was not running (exit noticed at {track.last_exit:.0f}); started it again "
                          f"(pid {pid}, restart {track.restarts})")
                 started.append(name)
-            elif not track.next_start_at is None and self.tracks[name].next_start_at is None:
+            elif track.next_start_at is not None and self.tracks[name].next_start_at is None:  # a new exit
                 self.say(f"{name} is not running; next start in {track.next_start_at - now:.0f}s (back-off)")
             self.tracks[name] = track
         if started:

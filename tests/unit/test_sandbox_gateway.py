@@ -366,3 +366,33 @@ def test_haproxy_refuses_a_broken_config_and_keeps_serving(live):
         proxy.reload("global\n    no-such-keyword\n")
     assert _send(port, 3) == [(200, "a")] * 3
     subprocess.run([proxy.binary, "-c", "-f", str(proxy.config_path)], check=True, capture_output=True)
+
+
+def test_real_haproxy_honours_hosts_header_matches_paths_and_the_routes_precedence(live):
+    """The whole chain on real objects: HTTPRoute + Services + EndpointSlices -> model.build -> haproxy.cfg."""
+    proxy, servers, port = live
+    gw = {**GW, "spec": {**GW["spec"], "listeners": [{**GW["spec"]["listeners"][0], "port": port}]}}
+    svc = [service(n) for n in servers]
+    slices = [slice_(n, "127.0.0.1", port=servers[n].server_address[1]) for n in servers]
+    r = route(hostnames=["x.example"], rules=[
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/v2"}, "headers": [{"name": "x-canary", "value": "it's"}]}],
+         "backendRefs": [{"name": "c", "port": 8000}]},
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/v2"}}], "backendRefs": [{"name": "a", "port": 8000}]},
+        {"matches": [{"path": {"type": "Exact", "value": "/other"}}], "backendRefs": [{"name": "missing", "port": 8000}]}])
+    result = model.build(gw, "127.0.0.1", [r], svc, slices)
+    proxy.start(hx.render(result.config, hx.assign_slots(result.config), str(proxy.stats_socket)))
+
+    def get(path, host, **headers):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", path, headers={"Host": host, **headers})
+        resp = conn.getresponse()
+        out = (resp.status, resp.read().decode())
+        conn.close()
+        return out
+    assert get("/v2/models", "x.example", **{"x-canary": "it's"}) == (200, "c")
+    assert get("/v2/models", "X.Example:80") == (200, "a")                  # host: case and port ignored
+    assert get("/v2", "x.example") == (200, "a")
+    assert get("/v2x", "x.example")[0] == 404                               # prefix is by path element
+    assert get("/other", "x.example")[0] == 500                             # unresolved backendRef
+    assert get("/v2/models", "b.t") == (200, "b")                           # a Service by <svc>.<ns>
+    assert get("/v2/models", "nobody.example")[0] == 404

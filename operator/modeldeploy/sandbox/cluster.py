@@ -464,9 +464,9 @@ class Sandbox:
                 runner = self._start_runner(api, deadline, claimed)
                 runner += self._start_gateway(api, kubectl, deadline, claimed)
                 runner += self._start_prometheus(api, deadline)
-                self._start_supervisor()
+                self._start_supervisor(claimed)
             finally:
-                if claimed is not None:  # from here on the runner and the gateway controller hold the claim
+                if claimed is not None:  # from here on the supervisor, runner and gateway controller hold it
                     claimed.release()
         except BaseException:
             self._stop_supervisor()
@@ -541,6 +541,7 @@ class Sandbox:
         if net.get("mode") != "pod-ips":
             return []
         rng, lock = podnet.PodRange.parse(net["range"]), Path(net["lock"])
+        lock.parent.mkdir(parents=True, exist_ok=True)
         with open(lock, "a+") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -728,12 +729,15 @@ class Sandbox:
     def supervisor_pidfile(self) -> Path:
         return self.workdir / "pids" / "supervisor.pid"
 
-    def _start_supervisor(self) -> None:
+    def _start_supervisor(self, claimed: podnet.RangeClaim | None = None) -> None:
+        """Start the supervisor; it also holds the pod range's claim for as long as the sandbox lives (the runner
+        and the gateway controller hold it too, but either may be absent)."""
         cmd = [sys.executable, "-m", "modeldeploy.sandbox.supervisor", "--workdir", str(self.workdir),
                *(arg for comp in COMPONENTS for arg in ("--component", comp))]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         with open(self.log_path("supervisor"), "ab") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                    pass_fds=(claimed.fileno(),) if claimed is not None else ())
         self.supervisor_pidfile.write_text(str(proc.pid))
 
     def _stop_supervisor(self) -> None:

@@ -9,8 +9,8 @@ through Services; hence a non-loopback range and root (FACTS.md: "A pod network 
 
 Several sandboxes run on one machine at once (a demo, test sessions, other checkouts), all sharing ``lo``,
 so each takes its own /24 through a *claim*: an exclusive ``flock`` on a lock file in a machine-wide folder
-(:func:`lock_dir`). The lock is held by the sandbox's long-lived processes (the pod runner and the gateway
-controller inherit the locked descriptor), so it is released by the kernel when they die however they die:
+(:func:`lock_dir`). The lock is held by the sandbox's long-lived processes (the supervisor, the pod runner
+and the gateway controller inherit the locked descriptor), so it is released by the kernel when they die however they die:
 a claim of a dead sandbox is free again, and whoever claims it next first removes the addresses that
 sandbox may have left on ``lo``. The trade-off: a claim says nothing about *which* sandbox holds it
 except through the owner line written into the file (for people reading it).

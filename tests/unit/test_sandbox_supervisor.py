@@ -58,6 +58,10 @@ def test_the_loop_restarts_a_dead_component_with_its_recorded_command(tmp_path):
         assert loop.check_once() == ["sleeper"]            # no pid file: not running, started at once
         pid = int((tmp_path / "pids" / "sleeper.pid").read_text())
         assert sup._alive(pid) and loop.check_once() == []
+        log = tmp_path / "logs" / "sleeper.log"
+        deadline = time.monotonic() + 10
+        while "started" not in log.read_text() and time.monotonic() < deadline:   # it ran before it dies
+            time.sleep(0.05)
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while sup._alive(pid) and time.monotonic() < deadline:

@@ -8,9 +8,11 @@ export PYTHONPATH := $(CURDIR)/operator
 .PHONY: demo test unit down setup system-deps control-plane object-stores bench bench-autoscaling
 
 # Debian packages: the venv module, libpython3.11.so.1.0 that Triton's python backend stub links,
-# prometheus (the sandbox runs /usr/bin/prometheus itself; the package's systemd unit is not used; promtool,
-# in the same package, unit-tests the alert rules) and prometheus-alertmanager (0.25; the sandbox and the
-# alerting tests run /usr/bin/prometheus-alertmanager themselves; amtool checks its config).
+# prometheus (its promtool unit-tests the alert rules; the sandbox's Prometheus is built by `control-plane`,
+# since Debian's is built without Kubernetes service discovery), prometheus-alertmanager (0.25; the sandbox
+# and the alerting tests run it themselves; amtool checks its config), haproxy (the sandbox gateway's proxy,
+# run by the gateway controller) and iproute2 (`ip addr` puts the sandbox's pod addresses on lo). The
+# packages' systemd units are not used.
 system-deps:
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { echo "[setup] apt-get install python3-venv"; \
 		apt-get update -q && apt-get install -y -q python3-venv; }
@@ -20,6 +22,10 @@ system-deps:
 		apt-get update -q && apt-get install -y -q --no-install-recommends prometheus; }
 	@command -v prometheus-alertmanager >/dev/null || { echo "[setup] apt-get install prometheus-alertmanager"; \
 		apt-get update -q && apt-get install -y -q --no-install-recommends prometheus-alertmanager; }
+	@{ command -v haproxy || test -x /usr/sbin/haproxy; } >/dev/null || { echo "[setup] apt-get install haproxy"; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends haproxy; }
+	@{ command -v ip || test -x /usr/sbin/ip; } >/dev/null || { echo "[setup] apt-get install iproute2"; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends iproute2; }
 
 $(VENV)/.installed: pyproject.toml Makefile
 	@echo "[setup] python virtualenv in $(VENV) with modeldeploy and its test dependencies"
@@ -31,8 +37,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 control-plane: $(VENV)/.installed
-	@echo "[setup] control plane binaries (built from source once, then cached) and kubectl/helm"
-	$(PY) -c 'from modeldeploy.sandbox.binaries import ensure_control_plane as c; from modeldeploy.sandbox.tools import ensure_kubectl as k, ensure_helm as h; c(); k(); h()'
+	@echo "[setup] control plane and Prometheus binaries (built from source once, then cached), kubectl/helm, Gateway API CRDs"
+	$(PY) -c 'from modeldeploy.sandbox.binaries import ensure_control_plane as c; from modeldeploy.sandbox.tools import ensure_kubectl as k, ensure_helm as h; from modeldeploy.sandbox.prometheus import ensure_binary as p; from modeldeploy.sandbox.gateway.crds import ensure_crds as g; c(); k(); h(); p(); g()'
 
 # SeaweedFS (S3) and fake-gcs-server (GCS) for the s3:// and gs:// tests, built from source once (about 6 min
 # from empty Go caches on 2 cores, then cached in ~/.cache/modeldeploy/bin; docs/sandbox-object-stores.md).

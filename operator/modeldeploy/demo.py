@@ -3,8 +3,9 @@
 Brings the sandbox up (building the control plane on first use), installs the CRD, starts the operator
 in the background, applies examples/digits.yaml, and follows it to Ready, printing each status change
 and where the scheduler put each Triton pod. Then real inference: the digits CNN served by Triton on the
-pod runner's node, and the same ModelDeployment compressed by the operator's Job (pruning + INT8, gated
-on accuracy), rolled out and queried again. The sandbox and operator stay up afterwards so the user
+pod runner's node, reached the way a user's request goes (through the sandbox's Gateway API front door to the
+ModelDeployment's Service, host ``<service>.<namespace>``), and the same ModelDeployment compressed by the
+operator's Job (pruning + INT8, gated on accuracy), rolled out and queried again. The sandbox and operator stay up afterwards so the user
 can keep exploring; ``modeldeploy demo --down`` (``make down``) stops both.
 """
 
@@ -154,7 +155,8 @@ def run_demo(down: bool = False) -> int:
         return 1
     print(kubectl("get", "pods", "-n", "default", "-o", "wide", "-l", f"{c.LABEL_INSTANCE}={name}"))
 
-    _say("step 5/6: real inference: the digits CNN served by Triton, run by the sandbox's pod runner")
+    _say("step 5/6: real inference: the digits CNN served by Triton, run by the sandbox's pod runner, "
+         + (f"through the gateway {box.gateway_url}" if box.gateway_url else "on the pod's port (no gateway)"))
     ok = _serve_for_real(kubectl, box)
     print(kubectl("get", "modeldeployments", "-n", "default", "-o", "wide"))
     if not ok:
@@ -167,6 +169,9 @@ def run_demo(down: bool = False) -> int:
         _say(f"operator log: {log}")
         return 1
     _say(f"explore:  export KUBECONFIG={box.kubeconfig_path} PATH={Path(kubectl.binary).parent}:$PATH")
+    if box.gateway_url:
+        _say(f"          curl -H 'Host: {LIVE}.{NAMESPACE}' {box.gateway_url}/v2/models/digits  "
+             "# Gateway gateway-system/sandbox; HTTPRoutes attach to it")
     _say(f"          kubectl describe md {LIVE}; kubectl get md {LIVE} -o jsonpath='{{.status.compression}}'")
     _say(f"          kubectl get jobs,configmaps -l {c.LABEL_COMPONENT}={COMPONENT}; kubectl explain md.spec")
     _say("stop:     make down")
@@ -178,32 +183,47 @@ def _model_dir(box) -> Path:
 
 
 def _serving_pod(core, name: str, revision: str | None = None):
-    """A running Triton pod of ``name`` (of ``revision`` when given) with its port mapping recorded."""
-    from modeldeploy.sandbox.podrunner import claim
-
+    """A running Triton pod of ``name`` (of ``revision`` when given) that has an address."""
     for pod in core.list_namespaced_pod(NAMESPACE, label_selector=f"{c.LABEL_INSTANCE}={name}").items:
-        labels, annotations = pod.metadata.labels or {}, pod.metadata.annotations or {}
-        if (pod.metadata.deletion_timestamp is None and claim.PORTS_ANNOTATION in annotations
+        labels = pod.metadata.labels or {}
+        if (pod.metadata.deletion_timestamp is None and pod.status.pod_ip
                 and (revision is None or labels.get(c.LABEL_REVISION) == revision)):
             return pod
     return None
+
+
+def _endpoint(core, box, name: str, revision: str | None) -> tuple[str, str | None, str]:
+    """(host:port, Host header, how to say it): the sandbox gateway with the Service's host; without a pod
+    network (no gateway), the pod's mapped loopback port."""
+    import json
+
+    from modeldeploy.render import names
+    from modeldeploy.sandbox.examples import gateway_target
+    from modeldeploy.sandbox.podrunner import claim
+
+    if box.gateway_url:
+        url, host = gateway_target(box.gateway_url, names.service_name(name), NAMESPACE)
+        return url, host, f"the gateway {box.gateway_url} (Host: {host}, Service {name})"
+    pod = _serving_pod(core, name, revision)
+    if pod is None:
+        raise RuntimeError(f"no running Triton pod of {name} (revision {revision or 'any'})")
+    ports = json.loads((pod.metadata.annotations or {}).get(claim.PORTS_ANNOTATION) or "{}")
+    url = f"127.0.0.1:{ports.get(str(c.HTTP_PORT), c.HTTP_PORT)}"
+    return url, None, f"Triton at {url} (pod {pod.metadata.name}; no gateway without a pod network)"
 
 
 def _classify(core, box, name: str, revision: str | None = None):
     """Classify the held-out split through Triton; returns the accuracy."""
     import numpy as np
 
-    from modeldeploy.sandbox.examples import classify_digits, local_http_port
+    from modeldeploy.sandbox.examples import classify_digits
 
-    pod = _serving_pod(core, name, revision)
-    if pod is None:
-        raise RuntimeError(f"no running Triton pod of {name} (revision {revision or 'any'})")
-    url = f"127.0.0.1:{local_http_port(pod.metadata.annotations)}"
+    url, host, where = _endpoint(core, box, name, revision)
     data = np.load(_model_dir(box) / "digits_test.npz")
     x, y = data["x_test"], data["y_test"]
-    predictions = classify_digits(url, x)
+    predictions = classify_digits(url, x, host=host)
     accuracy = float((predictions == y).mean())
-    _say(f"Triton at {url} (pod {pod.metadata.name}) classified {len(x)} held-out digits: accuracy {accuracy:.2%}")
+    _say(f"{where} classified {len(x)} held-out digits: accuracy {accuracy:.2%}")
     _say(f"first ten: predicted {predictions[:10].tolist()}, true {y[:10].tolist()}")
     return accuracy
 

@@ -34,7 +34,7 @@ from modeldeploy.models import digits as digits_model  # noqa: E402
 from modeldeploy.sandbox.cluster import Sandbox  # noqa: E402
 from modeldeploy.sandbox.crd import install_crd  # noqa: E402
 from modeldeploy.sandbox.examples import (  # noqa: E402
-    digits_on_runner, file_sha256, local_http_port, minilm_on_runner)
+    digits_on_runner, file_sha256, minilm_on_runner, pod_http_url)
 
 NAMESPACE = "bench-serving"
 
@@ -55,7 +55,7 @@ def deploy(api, variants: dict[str, dict]) -> dict[str, str]:
             md = custom.get_namespaced_custom_object(c.GROUP, c.VERSION, NAMESPACE, c.PLURAL, name)
             if (md.get("status") or {}).get("phase") == "Ready":
                 pod = core.list_namespaced_pod(NAMESPACE, label_selector=f"{c.LABEL_INSTANCE}={name}").items[0]
-                urls[label] = f"127.0.0.1:{local_http_port(pod.metadata.annotations)}"
+                urls[label] = pod_http_url(pod.status.pod_ip)
         time.sleep(1)
     if len(urls) < len(variants):
         raise SystemExit(f"not Ready in time: {sorted(set(variants) - set(urls))}")

@@ -209,5 +209,34 @@ def runner_node(api, sandbox):
     return node.metadata.name
 
 
+def need_pod_network(sandbox) -> dict:
+    """The sandbox's pod network, or skip with the reason it has none; under CI=true, fail instead (CI on these
+    machines runs as root: the network must be there)."""
+    net = sandbox.network() or {}
+    if net.get("mode") == "pod-ips":
+        return net
+    reason = f"the sandbox has no pod network ({net.get('reason') or 'it was started before pod networks'})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; under CI=true network tests must run, not skip")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pod_network(sandbox) -> dict:
+    return need_pod_network(sandbox)
+
+
+@pytest.fixture(scope="session")
+def gateway_url(sandbox, pod_network) -> str:
+    """The sandbox gateway's URL (``http://<range>.1``)."""
+    url = sandbox.gateway_url
+    if not url:
+        reason = f"the sandbox runs no gateway (is haproxy installed? see {sandbox.log_path('gateway')})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return url
+
+
 def load_example(name: str) -> dict:
     return yaml.safe_load((ROOT / "examples" / name).read_text())

@@ -17,7 +17,7 @@ from modeldeploy.sandbox.examples import (classify_digits, digits_on_runner, fil
                                           with_compression)
 
 from .conftest import wait_for
-from .test_dataplane import http_port
+from .test_dataplane import pod_url
 from .test_operator import condition, create_md, get_md, patch_md, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -55,11 +55,11 @@ def compressed_md(name: str, model, recipe: dict) -> dict:
 
 def accuracy(api, namespace: str, name: str, data) -> float:
     x, y = data["x_test"].astype(np.float32), data["y_test"]
-    return float((classify_digits(f"127.0.0.1:{http_port(api, namespace, name)}", x) == y).mean())
+    return float((classify_digits(pod_url(api, namespace, name), x) == y).mean())
 
 
 def test_compressed_variant_is_produced_gated_served_and_cached(api, operator, namespace, runner_node, digits_model,
-                                                              store):
+                                                              store, pod_network):
     out, _ = digits_model
     model, data = out / "model.onnx", np.load(out / "digits_test.npz")
     create_md(api, namespace, compressed_md("digits", model, PASSING))

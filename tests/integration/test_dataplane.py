@@ -4,8 +4,9 @@ The ModelDeployment opts into the runner's node (node selector on the `local` po
 of the runner taint, both ordinary spec.placement fields). The operator renders its usual Deployment;
 the runner executes the fetch-model init container (`modeldeploy fetch`) and tritonserver from the
 nvidia-pytriton wheel (CPU, python backend running the ONNX model through onnxruntime), and the pod
-is Ready only once Triton's /v2/health/ready answered. The test then classifies the digits held-out
-split through Triton's HTTP API.
+is Ready only once Triton's model answered its readiness probe. The test then classifies the digits held-out
+split through Triton's HTTP API, the way a user's request goes: into the sandbox gateway with the Service's
+host (``<service>.<namespace>``), then to the pod's own IP.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import numpy as np
 import pytest
 
 from modeldeploy.api import constants as c
-from modeldeploy.sandbox.examples import classify_digits, digits_on_runner, local_http_port
+from modeldeploy.render import names
+from modeldeploy.sandbox.examples import classify_digits, digits_on_runner, gateway_target, pod_http_url, triton_client
 
 from .conftest import wait_for
 from .test_operator import condition, create_md, get_md, pods_of, wait_ready
@@ -29,14 +31,19 @@ def local_md(name: str, uri: str, sha256: str | None = None) -> dict:
     return digits_on_runner(name, "", sha256=sha256, uri=uri)
 
 
-def http_port(api, namespace: str, name: str) -> int:
+def pod_url(api, namespace: str, name: str) -> str:
+    """``podIP:8000`` of the ModelDeployment's (first, not terminating) Triton pod."""
     pod = next(p for p in pods_of(api, namespace, name) if p.metadata.deletion_timestamp is None)
-    return local_http_port(pod.metadata.annotations)
+    return pod_http_url(pod.status.pod_ip)
 
 
-def test_digits_served_by_triton_answers_with_high_accuracy(api, operator, namespace, runner_node, digits_model):
-    import tritonclient.http as httpclient
+def via_gateway(gateway_url: str, namespace: str, name: str) -> tuple[str, str]:
+    """(host:port, Host header) reaching the ModelDeployment's Service through the sandbox gateway."""
+    return gateway_target(gateway_url, names.service_name(name), namespace)
 
+
+def test_digits_served_by_triton_answers_with_high_accuracy(api, operator, namespace, runner_node, digits_model,
+                                                            pod_network, gateway_url, sandbox):
     out, _ = digits_model
     model = out / "model.onnx"
     sha = hashlib.sha256(model.read_bytes()).hexdigest()
@@ -49,13 +56,14 @@ def test_digits_served_by_triton_answers_with_high_accuracy(api, operator, names
     md = wait_ready(api, namespace, "digits", timeout=120)
     pod = pods_of(api, namespace, "digits")[0]
     assert pod.spec.node_name == runner_node
+    assert sandbox.pod_range().contains(pod.status.pod_ip), pod.status.pod_ip   # the pod's own address
 
     data = np.load(out / "digits_test.npz")
     x, y = data["x_test"].astype(np.float32), data["y_test"]
-    url = f"127.0.0.1:{http_port(api, namespace, 'digits')}"
-    accuracy = float((classify_digits(url, x) == y).mean())
+    url, host = via_gateway(gateway_url, namespace, "digits")
+    accuracy = float((classify_digits(url, x, host=host) == y).mean())
     assert accuracy >= 0.97, accuracy
-    triton = httpclient.InferenceServerClient(url)
+    triton = triton_client(url, host)
     try:
         assert triton.is_model_ready("digits", str(md["status"]["model"]["version"]))
         stats = triton.get_inference_statistics("digits")["model_stats"][0]

@@ -14,7 +14,7 @@ import pytest
 
 from modeldeploy.sandbox.examples import embed_through_triton, minilm_on_runner
 
-from .test_dataplane import http_port
+from .test_dataplane import pod_url
 from .test_operator import create_md, pods_of, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ def minilm_model():
     return minilm.build(log=None)  # cached after the first build (~5 s)
 
 
-def test_minilm_served_by_triton_matches_onnxruntime(api, operator, namespace, runner_node, minilm_model):
+def test_minilm_served_by_triton_matches_onnxruntime(api, operator, namespace, runner_node, minilm_model, pod_network):
     from modeldeploy.models import minilm
 
     report = minilm_model
@@ -40,7 +40,7 @@ def test_minilm_served_by_triton_matches_onnxruntime(api, operator, namespace, r
     create_md(api, namespace, minilm_on_runner("minilm", report["model_path"], sha256=sha))
     wait_ready(api, namespace, "minilm", timeout=120)
     assert pods_of(api, namespace, "minilm")[0].spec.node_name == runner_node
-    url = f"127.0.0.1:{http_port(api, namespace, 'minilm')}"
+    url = pod_url(api, namespace, 'minilm')
 
     texts = minilm.sentences(16)
     served = embed_through_triton(url, texts, batch=8)  # two requests of 8, each padded to its longest row

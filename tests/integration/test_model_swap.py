@@ -19,7 +19,7 @@ from modeldeploy.api import constants as c
 from modeldeploy.sandbox.examples import file_sha256
 
 from .conftest import wait_for
-from .test_dataplane import http_port, local_md
+from .test_dataplane import local_md, pod_url
 from .test_operator import create_md, get_md, patch_md, pods_of, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
@@ -76,7 +76,8 @@ def restarts(pods) -> dict[str, int]:
     return {f"{p.metadata.name}/{s.name}": s.restart_count for p in pods for s in (p.status.container_statuses or [])}
 
 
-def test_new_version_is_swapped_in_place_under_load(api, operator, namespace, runner_node, digits_model, tmp_path):
+def test_new_version_is_swapped_in_place_under_load(api, operator, namespace, runner_node, digits_model, tmp_path,
+                                                    pod_network):
     import onnx
 
     out, _ = digits_model
@@ -95,7 +96,7 @@ def test_new_version_is_swapped_in_place_under_load(api, operator, namespace, ru
     before = pods_of(api, namespace, "digits")
     data = np.load(out / "digits_test.npz")
 
-    with Load(f"127.0.0.1:{http_port(api, namespace, 'digits')}", data["x_test"]) as load:
+    with Load(pod_url(api, namespace, 'digits'), data["x_test"]) as load:
         wait_for(lambda: load.ok > 20, 30, what="load generator running")
         started = time.monotonic()
         patched = patch_md(api, namespace, "digits", {"spec": {"model": {

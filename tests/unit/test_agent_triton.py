@@ -220,7 +220,7 @@ def pod(tmp_path):
     # the operator's Triton arguments, with the repository moved here and the key expanded as the kubelet does
     rendered = render_deployment(Owner(NAME, "ns", "uid"), spec, "rev", RenderOptions())
     args = rendered["spec"]["template"]["spec"]["containers"][0]["args"]
-    args = [plan.translate_arg(plan.expand_env_refs(a, {TRITON_KEY_ENV: TRITON_KEY}), [plan.Mount("/models", str(repo))])
+    args = [plan.translate_arg(plan.expand(a, {TRITON_KEY_ENV: TRITON_KEY}), [plan.Mount("/models", str(repo))])
             for a in args if not a.startswith("--load-model=") or a == f"--load-model={NAME}"]
     argv = triton.triton_argv(args, WHEEL / "bin" / "tritonserver",
                               triton.prepare_backend_dir(WHEEL, tmp_path / "backends"), ports)

@@ -1,4 +1,4 @@
-"""The metrics reader against a real Prometheus (Debian's 2.42): raw samples, labels, regex revisions.
+"""The metrics reader against a real Prometheus: raw samples, labels, regex revisions.
 
 Two tiny exporters stand in for a canary and a stable Triton pod: each scrape of ``/metrics`` adds a
 known number of requests, failures and request time to Triton-named counters, and serves fixed
@@ -78,9 +78,16 @@ class Exporter:
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory):
-    binary = prom.find_binary()
+    """A real Prometheus scraping the two exporters with static targets and our target labels (the sandbox's
+    own build when made, else Debian's, which has no Kubernetes discovery but needs none here)."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    binary = prom.find_binary() or shutil.which("prometheus")
     if binary is None:
-        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+        pytest.skip("prometheus is not installed (make setup)")
     home = tmp_path_factory.mktemp("prometheus")
     canary = Exporter(per_scrape=20, failures=2, latency_us=9000, p99_us=20000)
     stable = Exporter(per_scrape=90, failures=0, latency_us=9000, p99_us=12000)
@@ -89,15 +96,22 @@ def prometheus(tmp_path_factory):
                            "track": track, "modeldeploy_model": MODEL}}
                for e, pod, rev, track in ((canary, "digits-canary-0", "a1", "canary"),
                                           (stable, "digits-stable-0", "s0", "stable"))]
-    (home / prom.TARGETS_FILE).parent.mkdir(parents=True)
-    (home / prom.TARGETS_FILE).write_text(json.dumps(targets))
-    url, pid = prom.start(binary, home, home / "prometheus.log", home / "prometheus.pid")
+    config = {"global": {"scrape_interval": prom.SCRAPE_INTERVAL, "evaluation_interval": prom.SCRAPE_INTERVAL},
+              "scrape_configs": [{"job_name": prom.JOB, "static_configs": targets}]}
+    (home / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = prom._free_port()
+    log = open(home / "prometheus.log", "ab")
+    proc = subprocess.Popen([str(binary), f"--config.file={home / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={home / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
     try:
+        prom.wait_ready(url, proc, home / "prometheus.log", 30)
         yield url, canary, stable
     finally:
-        import os
-        import signal
-        os.kill(pid, signal.SIGTERM)
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
         canary.close()
         stable.close()
 

@@ -315,3 +315,21 @@ def test_works_as_a_dependency_of_an_umbrella_chart_with_global_values(helm, tmp
     (umbrella / "values.yaml").write_text(yaml.safe_dump({"global": {}, "modeldeploy": {"replicaCount": 2}}))
     refused = run_helm(helm, "template", "platform", str(umbrella), "--namespace", NAMESPACE)
     assert refused.returncode != 0 and "replicaCount" in refused.stderr, refused.stderr
+
+
+def test_pod_monitor_is_off_by_default_and_relabels_like_the_documented_scrape_config(helm):
+    from modeldeploy.sandbox import prometheus as prom
+
+    assert of_kind(render(helm), "PodMonitor") == []
+    docs = render(helm, "--set", "podMonitor.enabled=true", "--set", "podMonitor.labels.release=kps",
+                  "--set", "podMonitor.interval=30s")
+    (monitor,) = of_kind(docs, "PodMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1" and monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["metadata"]["namespace"] == NAMESPACE and monitor["spec"]["namespaceSelector"] == {"any": True}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["interval"], endpoint["honorLabels"]) == ("metrics", "30s", False)
+    as_operator_writes_it = [{{"source_labels": "sourceLabels", "target_label": "targetLabel"}.get(k, k): v
+                              for k, v in rule.items()} for rule in prom.relabel_configs()]
+    assert endpoint["relabelings"] == as_operator_writes_it
+    proc = run_helm(helm, "template", RELEASE, str(CHART), "--set", "podMonitor.interval=often")
+    assert proc.returncode != 0 and "/podMonitor/interval" in proc.stderr, proc.stderr

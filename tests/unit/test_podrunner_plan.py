@@ -135,7 +135,55 @@ def test_operator_triton_pod_becomes_the_wheel_tritonserver_on_remapped_ports():
     ("$(A", "$(A"), ("cost $5", "cost $5"), ("$", "$"), ("$()", "$()"), ("a$(A)b", "a1b"),
 ])
 def test_env_references_expand_as_the_kubelet_expands_them(text, expected):
-    assert plan.expand_env_refs(text, {"A": "1", "B": "2"}) == expected
+    assert plan.expand(text, {"A": "1", "B": "2"}) == expected
+
+
+def test_operator_pod_with_a_pod_ip_binds_it_on_the_real_ports_and_the_agent_reaches_triton_there():
+    pod, cm = operator_pod()
+    ports = {p: p for p in plan.wanted_ports(pod)}          # a pod with its own IP keeps its container ports
+    objects = {("ConfigMap", cm["metadata"]["name"]): cm,
+               ("Secret", "digits-agent-keys"): {"data": {"token": base64.b64encode(b"t").decode(),
+                                                        "triton-key": base64.b64encode(b"k3y").decode()}}}
+    triton_c, agent_c = pod["spec"]["containers"]
+    p = plan.plan_container(CONFIG, pod, triton_c, ports, lookup_from(objects), "10.244.3.7")
+    assert [a for a in p.argv if a.split("=")[0] in (*triton.PORT_FLAGS, *triton.ADDRESS_FLAGS)] == [
+        "--http-address=10.244.3.7", "--grpc-address=10.244.3.7", "--metrics-address=10.244.3.7",
+        "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"]
+    a = plan.plan_container(CONFIG, pod, agent_c, ports, lookup_from(objects), "10.244.3.7")
+    assert a.argv[a.argv.index("--triton-url") + 1] == "10.244.3.7:8000"       # $(POD_IP) from the downward API
+    assert a.argv[a.argv.index("--triton-grpc-url") + 1] == "10.244.3.7:8001"
+    assert a.argv[a.argv.index("--port") + 1] == "8009" and a.argv[-1] == "--address=10.244.3.7"
+    assert a.env["POD_IP"] == "10.244.3.7" and a.env["MODELDEPLOY_TRITON_API_KEY"] == "k3y"
+    # the fallback (no pod network): the same pod on 127.0.0.1 with mapped ports, sibling URL rewritten
+    mapped = {8000: 41000, 8001: 41001, 8002: 41002, 8009: 41009}
+    a = plan.plan_container(CONFIG, pod, agent_c, mapped, lookup_from(objects))
+    assert a.argv[a.argv.index("--triton-url") + 1] == "127.0.0.1:41000"
+    assert a.argv[a.argv.index("--port") + 1] == "41009" and a.argv[-1] == "--address=127.0.0.1"
+
+
+@pytest.mark.parametrize("text,env,expected", [
+    ("$(A)", {"A": "1"}, "1"),
+    ("x$(A)y$(B)z", {"A": "1", "B": "2"}, "x1y2z"),
+    ("$(UNSET)", {}, "$(UNSET)"),              # undefined: left as written
+    ("$$(A)", {"A": "1"}, "$(A)"),             # escaped
+    ("$$$(A)", {"A": "1"}, "$1"),
+    ("$(A", {"A": "1"}, "$(A"),                # incomplete
+    ("100$", {}, "100$"),
+    ("$A", {"A": "1"}, "$A"),                  # only the $(...) form
+    ("$()", {"": "e"}, "e"),
+])
+def test_expand_follows_the_kubelet(text, env, expected):
+    assert plan.expand(text, env) == expected
+
+
+def test_env_values_expand_earlier_variables_only():
+    pod, _ = operator_pod()
+    container = {"name": "c", "image": "ghcr.io/modeldeploy/modeldeploy:0.1.0", "args": ["x", "$(LATER)"],
+                 "env": [{"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                         {"name": "URL", "value": "http://$(IP):8000/$(LATER)"},
+                         {"name": "LATER", "value": "l"}]}
+    p = plan.plan_container(CONFIG, pod, container, {}, lookup_from({}), "10.244.3.9")
+    assert p.env["URL"] == "http://10.244.3.9:8000/$(LATER)" and p.argv[-1] == "l"
 
 
 def test_init_container_of_modeldeploy_image_runs_python_module_with_host_paths():

@@ -16,6 +16,7 @@ import pytest
 from modeldeploy.api.spec import parse_spec
 from modeldeploy.render.triton import Owner, RenderOptions, render_children
 from modeldeploy.sandbox.kubeapi import KubeHttpError
+from modeldeploy.sandbox import podnet
 from modeldeploy.sandbox.podrunner import claim, plan
 from modeldeploy.sandbox.podrunner.runner import PodRunner
 
@@ -30,7 +31,6 @@ FAKE_TRITON = textwrap.dedent("""\
     config = open(os.path.join(model, "config.pbtxt")).read()
     assert 'backend: "python"' in config and "KIND_CPU" in config, config
     assert os.path.isfile(os.path.join(model, "1", "model.onnx")) and os.path.isfile(os.path.join(model, "1", "model.py"))
-    assert args["http-address"] == "127.0.0.1"
     started = time.monotonic()
     class H(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -39,7 +39,7 @@ FAKE_TRITON = textwrap.dedent("""\
             self.send_response(code); self.end_headers()
         def log_message(self, *a): pass
     print("fake triton serving", model, flush=True)
-    http.server.HTTPServer(("127.0.0.1", int(args["http-port"])), H).serve_forever()
+    http.server.HTTPServer((args["http-address"], int(args["http-port"])), H).serve_forever()
 """)
 
 
@@ -123,17 +123,54 @@ def operator_pod(uri):
     return pod, cm, source
 
 
-@pytest.fixture
-def setup(tmp_path):
+def host_config(tmp_path):
     triton = tmp_path / "tritonserver"
     triton.write_text(FAKE_TRITON.format(python=sys.executable, ready_after=1.0))
     triton.chmod(0o755)
-    config = plan.HostConfig(pods_root=tmp_path / "pods", pvc_root=tmp_path / "pvc", triton_binary=triton,
-                             backend_dir=tmp_path / "backends", python=sys.executable,
-                             base_env={"PYTHONPATH": OPERATOR_SRC, "PATH": "/usr/bin:/bin"})
+    return plan.HostConfig(pods_root=tmp_path / "pods", pvc_root=tmp_path / "pvc", triton_binary=triton,
+                           backend_dir=tmp_path / "backends", python=sys.executable,
+                           base_env={"PYTHONPATH": OPERATOR_SRC, "PATH": "/usr/bin:/bin"})
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """The runner in the fallback without a pod network: 127.0.0.1 and mapped ports."""
     api = FakeApi()
-    runner = PodRunner(api, config, node_name="local-0", period=0.1, out=io.StringIO())
+    runner = PodRunner(api, host_config(tmp_path), node_name="local-0", period=0.1, out=io.StringIO())
     yield api, runner, tmp_path
+    runner.shutdown()
+
+
+class RecordedAddresses:
+    """Stands in for `ip addr` on lo: the test's range is inside 127.0.0.0/8, where every address already
+    answers, so processes really bind their pod's address; this only records what the runner asked for."""
+
+    def __init__(self):
+        self.present, self.added, self.removed = set(), [], []
+
+    def add(self, ip):
+        self.added.append(ip)
+        self.present.add(ip)
+
+    def remove(self, ip):
+        self.removed.append(ip)
+        self.present.discard(ip)
+
+    def addresses(self):
+        return sorted(self.present)
+
+
+@pytest.fixture
+def podnet_setup(tmp_path):
+    """The runner with a pod range: a random /24 of 127.0.0.0/8, so concurrent test runs do not collide."""
+    import random
+
+    pod_range = podnet.PodRange.parse(f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.0/24")
+    addresses = RecordedAddresses()
+    api = FakeApi()
+    runner = PodRunner(api, host_config(tmp_path), node_name="local-0", period=0.1, out=io.StringIO(),
+                       pod_range=pod_range, addresses=addresses)
+    yield api, runner, tmp_path, addresses
     runner.shutdown()
 
 
@@ -242,3 +279,74 @@ def test_checks_import_without_triton_installed():
     import modeldeploy.sandbox.podrunner.triton_check as triton_check
 
     assert callable(triton_check.main)
+
+
+def add_operator_pod(api, uri, name, uid):
+    pod, cm, source = operator_pod(uri)
+    pod["metadata"].update(name=name, uid=uid)
+    api.pods[("t-unit", name)] = pod
+    for obj in (cm, source):
+        api.configmaps[("t-unit", obj["metadata"]["name"])] = obj
+    api.configmaps[("t-unit", "digits-agent-keys")] = {"metadata": {"name": "digits-agent-keys"},
+                                                       "data": {"token": "dDBrZW4=", "triton-key": "azN5"}}
+    return pod
+
+
+def cmdline(pid):
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+@pytest.mark.timeout(120)
+def test_pods_get_their_own_address_and_keep_serving_through_pre_stop(podnet_setup):
+    import urllib.request
+
+    api, runner, tmp, addresses = podnet_setup
+    model = tmp / "src" / "model.onnx"
+    model.parent.mkdir()
+    model.write_bytes(b"not really onnx")
+    for name in ("a", "b"):
+        add_operator_pod(api, f"file://{model}", name, f"uid-{name}-0000000")
+    runner.register_node()
+    assert api.nodes["local-0"]["spec"]["podCIDR"] == runner.pod_range.cidr
+    stored = lambda name: api.pods[("t-unit", name)]  # noqa: E731
+    assert run_until(runner, lambda: ready(stored("a")) and ready(stored("b"))), runner.out.getvalue()
+
+    ips = {name: stored(name)["status"]["podIP"] for name in ("a", "b")}
+    assert len(set(ips.values())) == 2 and all(runner.pod_range.contains(ip) for ip in ips.values()), ips
+    assert runner.pod_range.gateway not in ips.values()
+    assert sorted(addresses.added) == sorted(ips.values())
+    for name, ip in ips.items():
+        assert claim.PORTS_ANNOTATION not in stored(name)["metadata"]["annotations"]   # no port mapping
+        with urllib.request.urlopen(f"http://{ip}:8000/v2/health/ready", timeout=5) as resp:  # real port
+            assert resp.status == 200
+        agent = cmdline(runner.pods[f"uid-{name}-0000000"].procs["model-agent"].pid)
+        assert agent[agent.index("--triton-url") + 1] == f"{ip}:8000", agent  # $(POD_IP) expanded
+        assert f"--address={ip}" in agent and agent[agent.index("--port") + 1] == "8009", agent
+
+    # Deleting a: the agent (no hook) is stopped at once, Triton only after its preStop sleep, still serving
+    # meanwhile; the status is kept current while the pod terminates; then its address is released.
+    stored("a")["spec"]["containers"][0]["lifecycle"] = {"preStop": {"sleep": {"seconds": 4}}}
+    stored("a")["metadata"].update(deletionTimestamp="2026-11-30T00:00:00Z", deletionGracePeriodSeconds=30)
+    state = runner.pods["uid-a-0000000"]
+    started = time.monotonic()
+    runner.sync_once()
+    assert state.term_at["triton"] - state.term_at["model-agent"] == pytest.approx(4.0, abs=0.5)
+    assert "model-agent" in state.termed and "triton" not in state.termed
+    assert run_until(runner, lambda: state.procs.get("model-agent") is None, 10)
+    if "triton" not in state.termed:  # still in its preStop sleep (a loaded machine may take longer): serving
+        assert state.procs["triton"].poll() is None
+        with urllib.request.urlopen(f"http://{ips['a']}:8000/v2/health/ready", timeout=5) as resp:
+            assert resp.status == 200
+    agent_status = {c["name"]: c for c in stored("a")["status"]["containerStatuses"]}["model-agent"]
+    assert "terminated" in agent_status["state"], agent_status
+    assert run_until(runner, lambda: ("t-unit", "a") not in api.pods, 15)
+    assert time.monotonic() - started >= 4.0
+    assert addresses.removed == [ips["a"]]
+
+    # a new pod gets a fresh address, not the one just released (round-robin)
+    add_operator_pod(api, f"file://{model}", "c", "uid-c-0000000")
+    assert run_until(runner, lambda: stored("c").get("status", {}).get("podIP"), 10)
+    assert stored("c")["status"]["podIP"] not in ips.values()
+
+    runner.shutdown()
+    assert addresses.present == set(), addresses.present

@@ -1,9 +1,7 @@
 """HTTP client of the model agent sidecar (modeldeploy/agent/): GET and PUT ``/v1/model`` of one pod.
 
-Where a pod's agent is: ``http://<pod IP>:8009`` in a cluster. The sandbox's pod runner runs pods as
-host processes on loopback ports and writes the mapping into the pod annotation
-``modeldeploy.io/local-ports`` (container port -> host port); when that annotation is present it wins.
-This is the only place the operator knows about that sandbox convention.
+Where a pod's agent is: ``http://<pod IP>:8009``, on a cluster and in the sandbox alike (the sandbox's pod
+runner gives each pod its own address); the operator knows nothing else about where pods run.
 
 Errors come back as values (``AgentError``) with a one-line cause, because an unreachable agent is a
 status fact (reported per pod), not an operator failure.
@@ -25,7 +23,6 @@ from modeldeploy.api.redact import redact_text
 
 AGENT_PORT = 8009
 MODEL_PATH = "/v1/model"
-LOCAL_PORTS_ANNOTATION = "modeldeploy.io/local-ports"
 
 
 class AgentError(RuntimeError):
@@ -35,18 +32,13 @@ class AgentError(RuntimeError):
 def endpoint(pod: Mapping[str, Any], port: int = AGENT_PORT) -> str | None:
     """Base URL of the pod's agent, or None when the pod has no address yet.
 
-    >>> endpoint({"metadata": {"annotations": {LOCAL_PORTS_ANNOTATION: '{"8009": 41234}'}}, "status": {}})
-    'http://127.0.0.1:41234'
-    >>> endpoint({"metadata": {}, "status": {"podIP": "10.0.0.7"}})
-    'http://10.0.0.7:8009'
+    >>> endpoint({"metadata": {}, "status": {"podIP": "10.244.3.7"}})
+    'http://10.244.3.7:8009'
+    >>> endpoint({"metadata": {}, "status": {"podIP": "fd00::7"}})
+    'http://[fd00::7]:8009'
+    >>> endpoint({"metadata": {}, "status": {}}) is None
+    True
     """
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    local = annotations.get(LOCAL_PORTS_ANNOTATION)
-    if local:
-        try:
-            return f"http://127.0.0.1:{int(json.loads(local)[str(port)])}"
-        except (ValueError, KeyError, TypeError):
-            return None
     ip = (pod.get("status") or {}).get("podIP")
     if not ip:
         return None

@@ -272,7 +272,9 @@ def agent_container(spec: Spec, options: RenderOptions, owner_name: str) -> dict
     claim = _pvc_claim(spec)
     args = ["agent", "--repository", c.MODEL_REPOSITORY, "--name", spec.model.name, "--format", spec.model.format,
             "--source-file", f"{MODEL_SOURCE_DIR}/{SOURCE_FILE}", "--token-file", f"{AGENT_SECRET_DIR}/{AGENT_TOKEN_KEY}",
-            "--triton-url", f"127.0.0.1:{c.HTTP_PORT}", "--triton-grpc-url", f"127.0.0.1:{c.GRPC_PORT}",
+            # Triton at the pod's own IP (downward API; Kubernetes expands $(POD_IP) in args), not 127.0.0.1: on a
+            # cluster both are the pod's, and a runtime without per-pod loopback (the sandbox) still reaches it.
+            "--triton-url", f"$(POD_IP):{c.HTTP_PORT}", "--triton-grpc-url", f"$(POD_IP):{c.GRPC_PORT}",
             "--port", str(AGENT_PORT), "--max-bytes", str(spec.model.max_bytes),
             "--termination-log", TERMINATION_MESSAGE_PATH]
     if claim:
@@ -280,7 +282,8 @@ def agent_container(spec: Spec, options: RenderOptions, owner_name: str) -> dict
     # Only the operator may tell the agent what to fetch and serve: a PUT is signed with the token of the
     # mounted Secret (re-read at every PUT, so a rotation needs no restart). The agent alone may call
     # Triton's control API: it gets the key too.
-    agent["env"] = [*agent.get("env", []), _triton_key_env(owner_name)]
+    agent["env"] = [*agent.get("env", []), _triton_key_env(owner_name),
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
     agent["volumeMounts"] = [*agent["volumeMounts"],
                              {"name": "agent-secret", "mountPath": AGENT_SECRET_DIR, "readOnly": True}]
     agent.update(
@@ -365,6 +368,9 @@ def render_deployment(
         # The model's readiness, not the server's: with --strict-readiness, /v2/health/ready is false
         # while the agent loads a new version next to the old one, though the old one still serves.
         "readinessProbe": _probe(f"/v2/models/{spec.model.name}/ready", periodSeconds=5, failureThreshold=3),
+        # Keep serving for 5 s while the pod's endpoint leaves every proxy (EndpointSlice -> gateway/kube-proxy
+        # take a moment); SIGTERM only then, so a deleted or replaced pod fails no request. Within the 30 s grace.
+        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
         "resources": _resources(spec),
         "env": [_triton_key_env(owner.name)],
         "volumeMounts": [

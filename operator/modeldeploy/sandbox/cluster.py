@@ -12,13 +12,23 @@ What this module adds on top: readiness that means "usable" (apiserver /readyz, 
 health endpoint, the fake GPU nodes Ready, the default ServiceAccount present), errors that name the
 failing component with the tail of its log, and a `down` that verifies no process is left behind.
 
+Beside the control plane, as a cluster's nodes and add-ons would be: a pod network (a claimed /24 of
+10.244.0.0/16 whose addresses go on `lo`; sandbox/podnet.py), the pod runner (the kubelet of node
+`local-0`), the gateway (a dev-only Gateway API controller driving HAProxy on the range's first address;
+sandbox/gateway/), Prometheus discovering pods through the API server, and a supervisor that restarts a
+control-plane component when it exits (sandbox/supervisor.py). Without the privilege to add addresses the
+sandbox falls back to pods on 127.0.0.1 with mapped ports, and says so in one line.
+
 Layout under the state dir (default `$MODELDEPLOY_CACHE/sandbox`):
     kwokctl.yaml                          the configuration we hand to kwokctl
     kwok/clusters/modeldeploy/            kwokctl's cluster workdir
         kubeconfig.yaml                   admin kubeconfig (KUBECONFIG)
         logs/<component>.log              one log per component
         pids/<component>.pid              one pid file per component
-        prometheus/                       Prometheus config, file_sd targets, TSDB, url (when installed)
+        podnet.json                       the pod network: mode, range, gateway address (or why none)
+        prometheus/                       Prometheus config, its token and CA, TSDB, url (when installed)
+        gateway/                          haproxy.cfg, HAProxy's sockets and log, url
+        supervisor.json                   restarts per component
         pki/, etcd/                       certificates and etcd data
 """
 
@@ -45,8 +55,11 @@ from typing import Any, Iterator, TextIO
 
 import yaml
 
-from . import binaries, nodes, tools
+from . import binaries, nodes, podnet, supervisor, tools
 from . import prometheus as prom
+from .gateway import crds as gateway_crds
+from .gateway import haproxy as gateway_haproxy
+from .gateway.model import CONTROLLER_NAME as GATEWAY_CONTROLLER
 from .podrunner import claim
 from .podrunner.triton import TritonNotFound, find_wheel
 from .kubeapi import KubeHttp, KubeHttpError
@@ -54,7 +67,7 @@ from .kubeapi import KubeHttp, KubeHttpError
 CLUSTER_NAME = "modeldeploy"
 CONTEXT_NAME = f"kwok-{CLUSTER_NAME}"
 RUNNER_NODE = "local-0"
-RUNNER_GPUS = 4
+RUNNER_GPUS = 8
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller")
 """Start order; kwokctl names pid and log files after these."""
 ADVERTISE_ADDRESS = "192.0.2.1"
@@ -278,6 +291,8 @@ class Sandbox:
     def __init__(self, state_dir: Path | None = None, out: TextIO | None = None):
         self.state_dir = Path(state_dir) if state_dir else sandbox_dir()
         self.out = out or sys.stderr
+        self._prometheus_binary: Path | None = None
+        self._prometheus_missing = ""
 
     # --- paths -------------------------------------------------------------------------------
     @property
@@ -357,10 +372,18 @@ class Sandbox:
         ports = self._ports()
         if ports:
             info["ports"] = asdict(ports)
-        # Prometheus hook: reported beside the components (it is optional, so not one of COMPONENTS).
+        # Add-ons, reported beside the components (each is optional, so not one of COMPONENTS).
         prom_pid = self._prometheus_pid()
         info["prometheus"] = {"url": self.prometheus_url, "pid": prom_pid, "running": prom_pid is not None,
                               "log": str(self.log_path("prometheus"))}
+        info["network"] = self.network()
+        gw_pid = self._alive_pid(self.gateway_pidfile)
+        info["gateway"] = {"url": self.gateway_url, "pid": gw_pid, "running": gw_pid is not None,
+                           "gateway": f"{gateway_crds.NAMESPACE}/{gateway_crds.GATEWAY}",
+                           "log": str(self.log_path("gateway"))}
+        sup_pid = self._alive_pid(self.supervisor_pidfile)
+        info["supervisor"] = {"pid": sup_pid, "running": sup_pid is not None,
+                              "restarts": supervisor.restarts(self.workdir), "log": str(self.log_path("supervisor"))}
         if not self.kubeconfig_path.is_file() or running["kube-apiserver"] is None:
             return info
         try:
@@ -408,6 +431,11 @@ class Sandbox:
             return
         started = time.monotonic()
         bin_dir = binaries.ensure_control_plane(self.out)
+        self._prometheus_binary, self._prometheus_missing = None, ""
+        try:  # built once, like the control plane (Debian's has no Kubernetes discovery)
+            self._prometheus_binary = prom.ensure_binary(self.out)
+        except (prom.PrometheusError, OSError, subprocess.SubprocessError) as exc:
+            self._prometheus_missing = str(exc)
         kubectl = tools.ensure_kubectl()
         if self.workdir.exists():
             self._say(f"found a stopped or broken sandbox in {self.workdir}; removing it first")
@@ -423,7 +451,7 @@ class Sandbox:
         self._say(f"starting sandbox control plane {binaries.k8s_version()} "
                   f"(apiserver https://127.0.0.1:{ports.apiserver}, logs in {self.logs_dir})")
 
-        deadline = started + timeout
+        deadline = time.monotonic() + timeout  # builds above are not counted
         try:
             self._kwokctl_create(bin_dir, deadline)
             self._wait_ready(ports, deadline)
@@ -431,12 +459,22 @@ class Sandbox:
             nodes.apply_nodes(api, nodes.default_nodes())
             self._wait_nodes(api, [n["metadata"]["name"] for n in nodes.default_nodes()], deadline)
             self._wait_default_service_account(api, deadline)
-            runner = self._start_runner(api, deadline)
-            runner += self._start_prometheus(deadline)  # Prometheus hook: after the runner
+            claimed = self._pod_network()
+            try:
+                runner = self._start_runner(api, deadline, claimed)
+                runner += self._start_gateway(api, kubectl, deadline, claimed)
+                runner += self._start_prometheus(api, deadline)
+                self._start_supervisor(claimed)
+            finally:
+                if claimed is not None:  # from here on the supervisor, runner and gateway controller hold it
+                    claimed.release()
         except BaseException:
+            self._stop_supervisor()
             self._stop_prometheus()
+            self._stop_gateway()
             self._stop_runner()
             left = self._stop_pids({c: p for c in COMPONENTS if (p := self._pid(c)) is not None})
+            self._release_pod_network(self.network())
             self._say(f"sandbox did not come up; stopped its processes{' except ' + ', '.join(left) if left else ''}."
                       f" Component logs are kept in {self.logs_dir} until the next `up` or `down`")
             raise
@@ -449,8 +487,74 @@ class Sandbox:
     def runner_pidfile(self) -> Path:
         return self.workdir / "pids" / "podrunner.pid"
 
-    def _start_runner(self, api: KubeHttp, deadline: float) -> str:
-        """Start the local pod runner (the kubelet of node local-0) when Triton is installed.
+    # --- pod network ------------------------------------------------------------------------
+    @property
+    def network_file(self) -> Path:
+        return self.workdir / "podnet.json"
+
+    def network(self) -> dict[str, Any] | None:
+        """``{"mode": "pod-ips", "range", "gateway", "lock"}``, or ``{"mode": "loopback", "reason"}``; None before
+        ``up`` decided."""
+        try:
+            return json.loads(self.network_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def pod_range(self) -> podnet.PodRange | None:
+        net = self.network() or {}
+        return podnet.PodRange.parse(net["range"]) if net.get("mode") == "pod-ips" else None
+
+    def _pod_network(self) -> podnet.RangeClaim | None:
+        """Claim a pod range and put its gateway address on lo; or decide the fallback and say why, once."""
+        reason = None
+        claimed = None
+        if os.environ.get(podnet.MODE_ENV) == "loopback":
+            reason = f"{podnet.MODE_ENV}=loopback"
+        else:
+            try:
+                claimed = podnet.claim_range(str(self.state_dir))
+                lo = podnet.addresses_for(claimed.pod_range)
+                left = podnet.flush(claimed.pod_range, lo)  # a dead sandbox's leftovers: its claim was free
+                if left:
+                    self._say(f"pod network: removed {len(left)} address(es) a stopped sandbox left in "
+                              f"{claimed.pod_range.cidr}")
+                lo.add(claimed.pod_range.gateway)
+            except (podnet.RangeBusy, podnet.AddressError) as exc:
+                if claimed is not None:
+                    claimed.release()
+                claimed, reason = None, str(exc)
+        if claimed is None:
+            self.network_file.write_text(json.dumps({"mode": "loopback", "reason": reason}) + "\n")
+            self._say(f"pod network: none ({reason}): pods listen on 127.0.0.1 with mapped ports; no gateway, no "
+                      "Prometheus discovery; tests that need the network are skipped (and fail when CI=true)")
+            return None
+        rng = claimed.pod_range
+        self.network_file.write_text(json.dumps({"mode": "pod-ips", "range": rng.cidr, "gateway": rng.gateway,
+                                                 "lock": str(claimed.path)}) + "\n")
+        return claimed
+
+    def _release_pod_network(self, net: dict[str, Any] | None) -> list[str]:
+        """Remove every address of the range ``net`` (read before kwokctl deleted the cluster folder) from lo,
+        under the range's claim (taken again now that its holders are gone) so that a sandbox claiming it
+        meanwhile loses nothing. Returns addresses still there."""
+        net = net or {}
+        if net.get("mode") != "pod-ips":
+            return []
+        rng, lock = podnet.PodRange.parse(net["range"]), Path(net["lock"])
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # already claimed by another sandbox: it removed our leftovers on claiming
+                return []
+            lo = podnet.addresses_for(rng)
+            podnet.flush(rng, lo)
+            return [ip for ip in lo.addresses() if rng.contains(ip)]
+
+    # --- pod runner ------------------------------------------------------------------------
+    def _start_runner(self, api: KubeHttp, deadline: float, claimed: podnet.RangeClaim | None = None) -> str:
+        """Start the local pod runner (the kubelet of node local-0) when Triton is installed, on the claimed
+        pod range (it inherits the claim) or, without one, with mapped loopback ports.
 
         Without the nvidia-pytriton wheel the sandbox still works, with simulated nodes only.
         """
@@ -462,10 +566,11 @@ class Sandbox:
         log = open(self.logs_dir / "podrunner.log", "ab")
         cmd = [sys.executable, "-m", "modeldeploy.sandbox.podrunner", "--kubeconfig", str(self.kubeconfig_path),
                "--root", str(self.workdir / "podrunner"), "--node", RUNNER_NODE, "--gpus", str(RUNNER_GPUS)]
-        if prom.find_binary():  # Prometheus hook: the runner keeps the scrape targets file current
-            cmd += ["--prometheus-targets", str(self.prometheus_dir / prom.TARGETS_FILE)]
+        if claimed is not None:
+            cmd += ["--pod-cidr", claimed.pod_range.cidr]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                pass_fds=(claimed.fileno(),) if claimed is not None else ())
         self.runner_pidfile.parent.mkdir(parents=True, exist_ok=True)
         self.runner_pidfile.write_text(str(proc.pid))
         while time.monotonic() < deadline:
@@ -474,7 +579,9 @@ class Sandbox:
                                    component="podrunner", log_path=self.logs_dir / "podrunner.log")
             code, node = api.request("GET", f"/api/v1/nodes/{RUNNER_NODE}", ok=(404,))
             if code == 200 and nodes.node_is_ready(node):
-                return f"pod runner on node {RUNNER_NODE} (pid {proc.pid}) runs Triton pods for real"
+                where = (f"pod IPs from {claimed.pod_range.cidr}" if claimed is not None
+                         else "on 127.0.0.1, mapped ports")
+                return f"pod runner on node {RUNNER_NODE} (pid {proc.pid}) runs Triton pods for real ({where})"
             time.sleep(0.2)
         raise SandboxError("pod runner did not register its node in time", component="podrunner",
                            log_path=self.logs_dir / "podrunner.log")
@@ -515,17 +622,30 @@ class Sandbox:
         except OSError:
             return None
 
-    def _start_prometheus(self, deadline: float) -> str:
-        binary = prom.find_binary()
+    def _start_prometheus(self, api: KubeHttp, deadline: float) -> str:
+        binary = self._prometheus_binary or prom.find_binary()
         if binary is None:
-            return "; no Prometheus: `prometheus` is not installed (apt-get install prometheus, or make setup)"
+            return f"; no Prometheus: {self._prometheus_missing or 'not built'}"
+        if self.pod_range() is None:
+            return "; no Prometheus: pods have no addresses of their own to scrape (no pod network)"
         try:
+            token = prom.grant_access(api, timeout=max(5.0, deadline - time.monotonic()))
             url, pid = prom.start(binary, self.prometheus_dir, self.log_path("prometheus"), self.prometheus_pidfile,
-                                  timeout=max(5.0, deadline - time.monotonic()))
-        except prom.PrometheusError as exc:
+                                  api.server, self._ca_pem(), token, timeout=max(5.0, deadline - time.monotonic()))
+        except (prom.PrometheusError, KubeHttpError) as exc:
             raise SandboxError(str(exc), component="prometheus", log_path=self.log_path("prometheus")) from exc
         (self.prometheus_dir / "url").write_text(url)
-        return f"; Prometheus {url} (pid {pid}) scrapes the runner's Triton pods"
+        return (f"; Prometheus {url} (pid {pid}) finds Triton pods through the API server "
+                f"(ServiceAccount {prom.NAMESPACE}/{prom.ACCOUNT})")
+
+    def _ca_pem(self) -> str:
+        """The API server's CA, from the kubeconfig (file or inline data)."""
+        cluster = yaml.safe_load(self.kubeconfig_path.read_text())["clusters"][0]["cluster"]
+        if cluster.get("certificate-authority-data"):
+            import base64
+
+            return base64.b64decode(cluster["certificate-authority-data"]).decode()
+        return Path(cluster["certificate-authority"]).read_text()
 
     def _stop_prometheus(self) -> None:
         try:
@@ -535,6 +655,96 @@ class Sandbox:
         if self._stop_pids({"prometheus": pid}):
             raise SandboxError(f"prometheus (pid {pid}) did not stop", component="prometheus")
         self.prometheus_pidfile.unlink(missing_ok=True)
+
+    # --- gateway (Gateway API CRDs, GatewayClass + Gateway, the dev-only controller; sandbox/gateway/) --------
+    @property
+    def gateway_dir(self) -> Path:
+        return self.workdir / "gateway"
+
+    @property
+    def gateway_pidfile(self) -> Path:
+        return self.workdir / "pids" / "gateway.pid"
+
+    @staticmethod
+    def _alive_pid(pidfile: Path) -> int | None:
+        try:
+            pid = int(pidfile.read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    @property
+    def gateway_url(self) -> str | None:
+        """``http://<gateway address>`` while the gateway runs, else None."""
+        if self._alive_pid(self.gateway_pidfile) is None:
+            return None
+        try:
+            return (self.gateway_dir / "url").read_text().strip() or None
+        except OSError:
+            return None
+
+    def _start_gateway(self, api: KubeHttp, kubectl: Path, deadline: float,
+                       claimed: podnet.RangeClaim | None) -> str:
+        if claimed is None:
+            return "; no gateway (no pod network)"
+        if gateway_haproxy.find_binary() is None:
+            return "; no gateway: `haproxy` is not installed (apt-get install haproxy, or make setup)"
+        log_path = self.log_path("gateway")
+        try:
+            gateway_crds.install(kubectl, self.kubeconfig_path, gateway_crds.ensure_crds())
+            for obj in gateway_crds.gateway_objects(GATEWAY_CONTROLLER):
+                plural = {"GatewayClass": "gatewayclasses", "Gateway": "gateways", "Namespace": "namespaces"}[obj["kind"]]
+                ns = obj["metadata"].get("namespace")
+                base = "/api/v1" if obj["kind"] == "Namespace" else "/apis/gateway.networking.k8s.io/v1"
+                api.request("POST", f"{base}{f'/namespaces/{ns}' if ns else ''}/{plural}", obj, ok=(409,))
+        except (gateway_crds.CrdError, KubeHttpError, OSError) as exc:
+            raise SandboxError(f"gateway: {exc}", component="gateway") from exc
+        address = claimed.pod_range.gateway
+        self.gateway_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "modeldeploy.sandbox.gateway", "--kubeconfig", str(self.kubeconfig_path),
+               "--gateway", f"{gateway_crds.NAMESPACE}/{gateway_crds.GATEWAY}", "--address", address,
+               "--pod-cidr", claimed.pod_range.cidr, "--dir", str(self.gateway_dir)]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                    pass_fds=(claimed.fileno(),))
+        self.gateway_pidfile.write_text(str(proc.pid))
+        try:
+            gateway_crds.wait_programmed(api, max(5.0, deadline - time.monotonic()))
+        except (gateway_crds.CrdError, KubeHttpError) as exc:
+            raise SandboxError(f"gateway: {exc}; from {log_path}:\n{_tail(log_path)}", component="gateway",
+                               log_path=log_path) from exc
+        url = f"http://{address}" + ("" if gateway_crds.LISTENER_PORT == 80 else f":{gateway_crds.LISTENER_PORT}")
+        (self.gateway_dir / "url").write_text(url)
+        return f"; gateway {url} (Gateway {gateway_crds.NAMESPACE}/{gateway_crds.GATEWAY}, HAProxy, pid {proc.pid})"
+
+    def _stop_gateway(self) -> None:
+        pid = self._alive_pid(self.gateway_pidfile)
+        if pid is not None and self._stop_pids({"gateway": pid}):
+            raise SandboxError(f"gateway controller (pid {pid}) did not stop", component="gateway")
+        self.gateway_pidfile.unlink(missing_ok=True)
+
+    # --- supervisor ------------------------------------------------------------------------------
+    @property
+    def supervisor_pidfile(self) -> Path:
+        return self.workdir / "pids" / "supervisor.pid"
+
+    def _start_supervisor(self, claimed: podnet.RangeClaim | None = None) -> None:
+        """Start the supervisor; it also holds the pod range's claim for as long as the sandbox lives (the runner
+        and the gateway controller hold it too, but either may be absent)."""
+        cmd = [sys.executable, "-m", "modeldeploy.sandbox.supervisor", "--workdir", str(self.workdir),
+               *(arg for comp in COMPONENTS for arg in ("--component", comp))]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        with open(self.log_path("supervisor"), "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                    pass_fds=(claimed.fileno(),) if claimed is not None else ())
+        self.supervisor_pidfile.write_text(str(proc.pid))
+
+    def _stop_supervisor(self) -> None:
+        pid = self._alive_pid(self.supervisor_pidfile)
+        if pid is not None and self._stop_pids({"supervisor": pid}):
+            raise SandboxError(f"supervisor (pid {pid}) did not stop", component="supervisor")
+        self.supervisor_pidfile.unlink(missing_ok=True)
 
     def _kwokctl_create(self, bin_dir: Path, deadline: float) -> None:
         """Run `kwokctl create cluster`, echoing its log; stop early if a component dies.
@@ -682,7 +892,10 @@ class Sandbox:
             if not quiet:
                 self._say(f"sandbox not running (nothing in {self.state_dir})")
             return
-        self._stop_prometheus()  # Prometheus hook
+        network = self.network()  # before kwokctl removes the cluster folder
+        self._stop_supervisor()  # first: it would start what we stop
+        self._stop_prometheus()
+        self._stop_gateway()
         self._stop_runner()
         pids = {comp: pid for comp in COMPONENTS if (pid := self._pid(comp)) is not None}
         pids.update({f"other:{pid}": pid for pid in self._processes_using_workdir()})
@@ -698,6 +911,9 @@ class Sandbox:
         left += [f"pid {pid}" for pid in self._processes_using_workdir()]
         if left:
             raise SandboxError(f"processes still running after down: {', '.join(sorted(set(left)))}")
+        addresses = self._release_pod_network(network)
+        if addresses:
+            raise SandboxError(f"addresses still on lo after down: {', '.join(addresses)}")
         shutil.rmtree(self.workdir, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             self.config_path.unlink()
@@ -734,6 +950,11 @@ class Sandbox:
         return found
 
     def env(self) -> str:
-        """`export KUBECONFIG=...`, plus `export MODELDEPLOY_PROMETHEUS_URL=...` while Prometheus runs."""
-        url = self.prometheus_url
-        return export_line(self.kubeconfig_path) + (f"\nexport MODELDEPLOY_PROMETHEUS_URL={url}" if url else "")
+        """`export KUBECONFIG=...`, plus `export MODELDEPLOY_PROMETHEUS_URL=...` while Prometheus runs and
+        `export MODELDEPLOY_GATEWAY_URL=...` while the gateway does."""
+        lines = [export_line(self.kubeconfig_path)]
+        if (url := self.prometheus_url):
+            lines.append(f"export MODELDEPLOY_PROMETHEUS_URL={url}")
+        if (url := self.gateway_url):
+            lines.append(f"export MODELDEPLOY_GATEWAY_URL={url}")
+        return "\n".join(lines)

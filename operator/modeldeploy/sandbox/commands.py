@@ -59,9 +59,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         for name, n in info.get("nodes", {}).items():
             gpu = f"{n['gpus']} x {n['product']}" if n.get("product") else "no GPU"
             print(f"  node {name:<19} {'Ready' if n['ready'] else 'NotReady':<9} {gpu}")
+        net = info.get("network") or {}
+        if net.get("mode") == "pod-ips":
+            print(f"  pod network              {net['range']} (addresses on lo)")
+        elif net:
+            print(f"  pod network              none ({net.get('reason')}): pods on 127.0.0.1, mapped ports")
+        gateway = info.get("gateway") or {}
+        if gateway.get("url"):
+            print(f"  gateway                  {gateway['url']}  Gateway {gateway['gateway']}  log {gateway['log']}")
         prom = info.get("prometheus") or {}
         if prom.get("url"):
             print(f"  prometheus               {prom['url']}  log {prom.get('log')}")
+        sup = info.get("supervisor") or {}
+        if sup.get("running"):
+            restarted = ", ".join(f"{k} {v}x" for k, v in sorted((sup.get("restarts") or {}).items()) if v)
+            print(f"  supervisor               pid {sup['pid']}; restarts: {restarted or 'none'}")
         if info.get("error"):
             print(f"error: {info['error']}")
         if info["up"]:
@@ -102,7 +114,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(func=cmd_status)
 
-    env = actions.add_parser("env", help="print the export KUBECONFIG=... line")
+    env = actions.add_parser("env", help="print the export lines (KUBECONFIG, MODELDEPLOY_GATEWAY_URL, "
+                                         "MODELDEPLOY_PROMETHEUS_URL)")
     env.set_defaults(func=cmd_env)
     return parser
 

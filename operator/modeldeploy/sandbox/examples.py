@@ -79,19 +79,44 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def local_http_port(pod_annotations: dict[str, str] | None) -> int:
-    """Loopback port of a runner pod's Triton HTTP port (the runner records the mapping on the pod)."""
-    import json
-
-    return int(json.loads((pod_annotations or {})[claim.PORTS_ANNOTATION])[str(c.HTTP_PORT)])
+def pod_http_url(pod_ip: str, port: int = c.HTTP_PORT) -> str:
+    """``host:port`` of a runner pod's Triton HTTP port: the pod's own IP on the container port."""
+    return f"{pod_ip}:{port}"
 
 
-def classify_digits(url: str, x, model: str = "digits", batch: int = 32):
-    """Class predictions for images ``x`` (N×1×8×8 float32) from Triton at ``url`` (host:port)."""
+def gateway_target(gateway_url: str, service: str, namespace: str) -> tuple[str, str]:
+    """(``host:port`` to connect to, ``Host`` header) for a Service reached through the sandbox gateway.
+
+    >>> gateway_target("http://10.244.3.1", "digits", "t-1")
+    ('10.244.3.1:80', 'digits.t-1')
+    """
+    hostport = gateway_url.split("://", 1)[-1].rstrip("/")
+    return (hostport if ":" in hostport else f"{hostport}:80"), f"{service}.{namespace}"
+
+
+def triton_client(url: str, host: str | None = None, **kwargs):
+    """A tritonclient HTTP client for ``url`` (host:port); with ``host``, every request carries that ``Host``
+    header (how a request through the sandbox gateway names its Service: ``<service>.<namespace>``)."""
+    import tritonclient.http as httpclient
+    from tritonclient._plugin import InferenceServerClientPlugin
+
+    class HostHeader(InferenceServerClientPlugin):
+        def __call__(self, request):
+            request.headers["Host"] = host
+
+    client = httpclient.InferenceServerClient(url, **kwargs)
+    if host:
+        client.register_plugin(HostHeader())
+    return client
+
+
+def classify_digits(url: str, x, model: str = "digits", batch: int = 32, host: str | None = None):
+    """Class predictions for images ``x`` (N×1×8×8 float32) from Triton at ``url`` (host:port; ``host``: the
+    Host header, for the gateway)."""
     import numpy as np
     import tritonclient.http as httpclient
 
-    triton = httpclient.InferenceServerClient(url)
+    triton = triton_client(url, host)
     try:
         predictions = []
         for start in range(0, len(x), batch):
@@ -117,7 +142,7 @@ def minilm_on_runner(name: str, model_path: Path | str, sha256: str | None = Non
 
 
 def embed_through_triton(url: str, sentences, model: str = "minilm", batch: int = 16,
-                         max_length: int = 128, pad_to: int | None = None):
+                         max_length: int = 128, pad_to: int | None = None, host: str | None = None):
     """Unit-length embeddings (float32 N×384) of ``sentences`` from Triton at ``url`` (host:port).
 
     Tokenized here (:func:`modeldeploy.models.minilm.encode`); each request carries up to ``batch``
@@ -128,7 +153,7 @@ def embed_through_triton(url: str, sentences, model: str = "minilm", batch: int 
 
     from modeldeploy.models import minilm
 
-    triton = httpclient.InferenceServerClient(url)
+    triton = triton_client(url, host)
     try:
         parts = []
         for start in range(0, len(sentences), batch):

@@ -7,11 +7,12 @@ that kwok does not manage (kwok-controller is restricted to nodes annotated
 the init containers and containers as processes: the Triton image's ``tritonserver`` is the one from
 the ``nvidia-pytriton`` wheel (CPU, python backend; ONNX models are served by
 ``onnx_python_model.py``), the modeldeploy image is ``python -m modeldeploy``. Pod status comes from
-those processes: Ready only when the readiness probe (Triton's ``/v2/health/ready``) answers.
+those processes: Ready only when the readiness probe (Triton's ``/v2/health/ready``) answers. Each pod has
+its own IP from the sandbox's pod range (sandbox/podnet.py), which its processes bind on their real ports.
 
 Modules (pure unless said otherwise):
   claim             which pods are the runner's, its Node object, the kwok-controller patch
-  plan              pod spec -> command line, env, folders, mounts, ports
+  plan              pod spec -> command line ($(VAR) expanded, bound to the pod IP), env, folders, mounts
   lifecycle         kubelet rules: start order, restarts and back-off, probes, pod status
   triton            the wheel's tritonserver: backend folder (I/O), argv, config.pbtxt for the CPU
   onnx_python_model Triton python-backend model.py serving model.onnx with onnxruntime

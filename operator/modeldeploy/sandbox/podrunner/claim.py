@@ -23,7 +23,8 @@ from modeldeploy.sandbox import nodes
 RUNNER_LABEL = "modeldeploy.io/pod-runner"
 POOL = "local"
 RUNNER_TAINT = {"key": RUNNER_LABEL, "value": "true", "effect": "NoSchedule"}
-#: Pod annotation where the runner records container port -> loopback port (JSON object).
+#: Pod annotation where the runner records container port -> loopback port (JSON object); only in the
+#: fallback without a pod network (sandbox/podnet.py).
 PORTS_ANNOTATION = "modeldeploy.io/local-ports"
 #: Annotation selector kwok-controller must be started with (the simulated nodes carry it).
 KWOK_NODE_SELECTOR = f"{nodes.KWOK_ANNOTATION}=fake"
@@ -49,13 +50,16 @@ def kwok_controller_patch() -> dict[str, Any]:
     }
 
 
-def runner_node(name: str = "local-0", gpus: int = 1, model: nodes.GpuModel = nodes.H100) -> dict[str, Any]:
+def runner_node(name: str = "local-0", gpus: int = 1, pod_cidr: str | None = None,
+                model: nodes.GpuModel = nodes.H100) -> dict[str, Any]:
     """The Node object the runner registers: a GPU node of ``model`` with ``gpus`` GPUs, no kwok
-    annotation, the runner label and taint, and a loopback address.
+    annotation, the runner label and taint, a loopback address, and its pod range as ``spec.podCIDR``.
 
-    >>> node = runner_node()
+    >>> node = runner_node(pod_cidr="10.244.3.0/24")
     >>> nodes.KWOK_ANNOTATION in node["metadata"]["annotations"], node["metadata"]["labels"][nodes.POOL_LABEL]
     (False, 'local')
+    >>> node["spec"]["podCIDRs"]
+    ['10.244.3.0/24']
     """
     node = nodes.gpu_node(name, model, pool=POOL)
     del node["metadata"]["annotations"][nodes.KWOK_ANNOTATION]
@@ -63,6 +67,8 @@ def runner_node(name: str = "local-0", gpus: int = 1, model: nodes.GpuModel = no
     node["metadata"]["labels"]["type"] = "pod-runner"
     node["metadata"]["labels"]["nvidia.com/gpu.count"] = str(gpus)
     node["spec"]["taints"] = [*node["spec"]["taints"], dict(RUNNER_TAINT)]
+    if pod_cidr:
+        node["spec"].update(podCIDR=pod_cidr, podCIDRs=[pod_cidr])
     for key in ("capacity", "allocatable"):
         node["status"][key][nodes.GPU_RESOURCE] = str(gpus)
     node["status"]["nodeInfo"]["osImage"] = "modeldeploy pod runner (local processes)"

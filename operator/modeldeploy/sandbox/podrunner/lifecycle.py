@@ -367,17 +367,19 @@ def merge_conditions(old: list[dict[str, Any]], new: list[dict[str, Any]], now: 
     return [c for c in old or [] if c["type"] not in types] + out
 
 
-def pod_status(pod: dict[str, Any], runs: Mapping[str, Run], now: float, start_time: float) -> dict[str, Any]:
-    """The whole ``status`` for the pod (what the runner merge-patches on the status subresource)."""
+def pod_status(pod: dict[str, Any], runs: Mapping[str, Run], now: float, start_time: float,
+               pod_ip: str | None = "127.0.0.1") -> dict[str, Any]:
+    """The whole ``status`` for the pod (what the runner merge-patches on the status subresource); no
+    ``podIP`` while the pod has no address yet."""
     spec = _spec(pod)
     old = pod.get("status") or {}
+    addresses = {"podIP": pod_ip, "podIPs": [{"ip": pod_ip}]} if pod_ip else {}
     return {
         "phase": phase(pod, runs),
         "conditions": merge_conditions(old.get("conditions") or [], conditions(pod, runs), now),
         "hostIP": "127.0.0.1",
         "hostIPs": [{"ip": "127.0.0.1"}],
-        "podIP": "127.0.0.1",
-        "podIPs": [{"ip": "127.0.0.1"}],
+        **addresses,
         "startTime": old.get("startTime") or iso(start_time),
         "initContainerStatuses": [container_status(pod, c, runs.get(c["name"]), now, init=True)
                                   for c in spec.get("initContainers") or []],
@@ -405,6 +407,44 @@ def status_differs(stored: dict[str, Any], computed: dict[str, Any]) -> bool:
     False
     """
     return any(_pruned(stored.get(k)) != _pruned(v) for k, v in computed.items())
+
+
+# --- termination -------------------------------------------------------------------------------------
+
+DEFAULT_GRACE_S = 30.0
+
+
+def kill_deadline(pod: dict[str, Any], now: float) -> float:
+    """When a terminating pod's processes get SIGKILL: the deletion's grace period (or the pod's
+    ``terminationGracePeriodSeconds``, default 30 s) after ``now``, preStop hooks included, as in the kubelet.
+
+    >>> kill_deadline({"metadata": {"deletionGracePeriodSeconds": 5}, "spec": {}}, 100.0)
+    105.0
+    >>> kill_deadline({"metadata": {}, "spec": {"terminationGracePeriodSeconds": 0}}, 100.0)
+    100.0
+    """
+    grace = (pod.get("metadata") or {}).get("deletionGracePeriodSeconds")
+    if grace is None:
+        grace = _spec(pod).get("terminationGracePeriodSeconds")
+    return now + float(DEFAULT_GRACE_S if grace is None else grace)
+
+
+def pre_stop(container: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The container's ``lifecycle.preStop`` handler, if any."""
+    return ((container.get("lifecycle") or {}).get("preStop")) or None
+
+
+def sigterm_at(container: Mapping[str, Any], now: float, deadline: float) -> float:
+    """When a container of a terminating pod gets SIGTERM: once its preStop ``sleep`` is over (at once without
+    one; an ``httpGet`` hook is run by the runner before this time is reached), never after ``deadline``.
+
+    >>> c = {"name": "triton", "lifecycle": {"preStop": {"sleep": {"seconds": 5}}}}
+    >>> sigterm_at(c, 100.0, 130.0), sigterm_at(c, 100.0, 102.0), sigterm_at({"name": "agent"}, 100.0, 130.0)
+    (105.0, 102.0, 100.0)
+    """
+    hook = pre_stop(container) or {}
+    seconds = float((hook.get("sleep") or {}).get("seconds", 0))
+    return min(now + seconds, deadline)
 
 
 # --- termination message ---------------------------------------------------------------------------

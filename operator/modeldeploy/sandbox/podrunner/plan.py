@@ -12,10 +12,15 @@ emulated by rewriting the process's view instead of the filesystem:
   or as the value of ``--flag=value``) is rewritten to the host path. A mount nested inside another
   mount of the same container (the operator's ``config.pbtxt`` subPath inside ``/models``) becomes a
   symlink inside the outer mount's folder, created before the container starts.
-- **Ports** (a pod has one network namespace, so a container port number is unique in the pod) are
-  mapped to free loopback ports, kept in the pod annotation :data:`claim.PORTS_ANNOTATION`. A
-  modeldeploy container's arguments that name a pod port (``127.0.0.1:<port>`` to reach a sibling
-  container, ``--port <port>`` to listen) are rewritten to the host port (:func:`translate_ports`).
+- **Addresses.** Each pod has its own IP (the runner puts it on ``lo``, see sandbox/podnet.py), and its
+  processes bind that IP on their real container ports: ``tritonserver`` gets ``--http/grpc/metrics-address``,
+  the model agent ``--address``. The downward API's ``status.podIP`` is that IP, and ``$(VAR)`` references in
+  command, args and env values are expanded as the kubelet does (:func:`expand`), so the operator's
+  ``--triton-url $(POD_IP):8000`` reaches the pod's Triton. Only in the fallback without a pod network
+  (no privilege to add addresses) is the pod's IP 127.0.0.1: then ports are mapped to free loopback ports,
+  kept in the pod annotation :data:`claim.PORTS_ANNOTATION`, and a modeldeploy container's arguments that
+  name a pod port (``127.0.0.1:<port>``, ``--port <port>``) are rewritten to the host port
+  (:func:`translate_ports`).
 - **Images** are not run: the Triton image's ``tritonserver`` is the PyPI wheel's binary
   (:mod:`.triton`), the modeldeploy image's entrypoint ``modeldeploy`` is ``python -m modeldeploy``.
 
@@ -135,14 +140,14 @@ def _keyed_files(source: dict[str, Any], kind: str, name: str, lookup: Lookup) -
     return files
 
 
-def _field(pod: dict[str, Any], path: str) -> str:
+def _field(pod: dict[str, Any], path: str, pod_ip: str = "127.0.0.1") -> str:
     """Downward API ``fieldRef.fieldPath`` (what the kubelet supports), with the runner's addresses."""
     meta, spec = pod["metadata"], pod.get("spec") or {}
     simple = {
         "metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace"),
         "metadata.uid": meta.get("uid"), "spec.nodeName": spec.get("nodeName"),
         "spec.serviceAccountName": spec.get("serviceAccountName"),
-        "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1", "status.podIPs": "127.0.0.1",
+        "status.podIP": pod_ip, "status.hostIP": "127.0.0.1", "status.podIPs": pod_ip,
         "status.hostIPs": "127.0.0.1",
     }
     if path in simple:
@@ -155,7 +160,8 @@ def _field(pod: dict[str, Any], path: str) -> str:
     raise PlanError("CreateContainerConfigError", f"fieldRef {path!r} is not supported by the pod runner")
 
 
-def volume_files(pod: dict[str, Any], volume: dict[str, Any], lookup: Lookup) -> dict[str, bytes] | None:
+def volume_files(pod: dict[str, Any], volume: dict[str, Any], lookup: Lookup,
+                 pod_ip: str = "127.0.0.1") -> dict[str, bytes] | None:
     """Files (relative path -> content) of an API-backed volume, or None for a plain folder volume."""
     if "configMap" in volume:
         src = volume["configMap"]
@@ -164,7 +170,7 @@ def volume_files(pod: dict[str, Any], volume: dict[str, Any], lookup: Lookup) ->
         src = volume["secret"]
         return _keyed_files(src, "Secret", src["secretName"], lookup)
     if "downwardAPI" in volume:
-        return {i["path"]: _field(pod, i["fieldRef"]["fieldPath"]).encode()
+        return {i["path"]: _field(pod, i["fieldRef"]["fieldPath"], pod_ip).encode()
                 for i in volume["downwardAPI"].get("items", []) if "fieldRef" in i}
     if "projected" in volume:
         files: dict[str, bytes] = {}
@@ -174,7 +180,7 @@ def volume_files(pod: dict[str, Any], volume: dict[str, Any], lookup: Lookup) ->
             elif "secret" in src:
                 files.update(_keyed_files(src["secret"], "Secret", src["secret"]["name"], lookup))
             elif "downwardAPI" in src:
-                files.update({i["path"]: _field(pod, i["fieldRef"]["fieldPath"]).encode()
+                files.update({i["path"]: _field(pod, i["fieldRef"]["fieldPath"], pod_ip).encode()
                               for i in src["downwardAPI"].get("items", []) if "fieldRef" in i})
             elif "serviceAccountToken" in src:
                 account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
@@ -325,9 +331,59 @@ def named_port(pod: dict[str, Any], container: dict[str, Any], port: int | str) 
 
 # --- env and argv ----------------------------------------------------------------------------------
 
+_OPERATOR, _OPEN, _CLOSE = "$", "(", ")"
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """``$(VAR)`` references replaced as the kubelet does (Kubernetes' ``third_party/forked/golang/expansion``):
+    a defined variable gives its value, an undefined reference stays as written, ``$$`` is a literal ``$``.
+
+    >>> env = {"POD_IP": "10.244.3.2"}
+    >>> expand("$(POD_IP):8000", env), expand("$(NOPE)", env), expand("$$(POD_IP)", env), expand("a$b$", env)
+    ('10.244.3.2:8000', '$(NOPE)', '$(POD_IP)', 'a$b$')
+    >>> expand("$(POD_IP", env)
+    '$(POD_IP'
+    """
+    out: list[str] = []
+    checkpoint, cursor = 0, 0
+    while cursor < len(text):
+        if text[cursor] == _OPERATOR and cursor + 1 < len(text):
+            out.append(text[checkpoint:cursor])
+            rest = text[cursor + 1:]
+            if rest[0] == _OPERATOR:              # escaped operator
+                out.append(_OPERATOR)
+                advance = 1
+            elif rest[0] == _OPEN:
+                close = rest.find(_CLOSE, 1)
+                if close == -1:                   # incomplete reference: kept
+                    out.append(_OPERATOR + _OPEN)
+                    advance = 1
+                else:
+                    name = rest[1:close]
+                    out.append(env[name] if name in env else f"{_OPERATOR}{_OPEN}{name}{_CLOSE}")
+                    advance = close + 1
+            else:                                 # a lone operator
+                out.append(_OPERATOR + rest[0])
+                advance = 1
+            cursor += advance
+            checkpoint = cursor + 1
+        cursor += 1
+    return "".join(out) + text[checkpoint:]
+
+
 def container_env(pod: dict[str, Any], container: dict[str, Any], mounts: Sequence[Mount],
-                  lookup: Lookup, base: Mapping[str, str]) -> dict[str, str]:
-    env = dict(base)
+                  lookup: Lookup, base: Mapping[str, str], pod_ip: str = "127.0.0.1") -> dict[str, str]:
+    """The process environment: ``base`` (the host's essentials) under the container's own variables
+    (:func:`spec_env`)."""
+    return {**base, **spec_env(pod, container, mounts, lookup, pod_ip)}
+
+
+def spec_env(pod: dict[str, Any], container: dict[str, Any], mounts: Sequence[Mount], lookup: Lookup,
+             pod_ip: str = "127.0.0.1") -> dict[str, str]:
+    """The variables the pod spec gives the container (``envFrom``, then ``env`` in order, each value with
+    ``$(VAR)`` references to earlier ones expanded), plus ``HOSTNAME``: also what ``$(VAR)`` in the command
+    line may refer to."""
+    env: dict[str, str] = {}
     env["HOSTNAME"] = pod["metadata"]["name"]
     for src in container.get("envFrom") or []:
         prefix = src.get("prefix", "")
@@ -344,12 +400,12 @@ def container_env(pod: dict[str, Any], container: dict[str, Any], mounts: Sequen
     for var in container.get("env") or []:
         name = var["name"]
         if "valueFrom" not in var:
-            value = var.get("value", "")
+            value = expand(var.get("value", ""), env)
             env[name] = to_host(value, mounts) or value
             continue
         vf = var["valueFrom"]
         if "fieldRef" in vf:
-            env[name] = _field(pod, vf["fieldRef"]["fieldPath"])
+            env[name] = _field(pod, vf["fieldRef"]["fieldPath"], pod_ip)
         elif "configMapKeyRef" in vf or "secretKeyRef" in vf:
             kind = "ConfigMap" if "configMapKeyRef" in vf else "Secret"
             ref = vf.get("configMapKeyRef") or vf["secretKeyRef"]
@@ -365,38 +421,11 @@ def container_env(pod: dict[str, Any], container: dict[str, Any], mounts: Sequen
     return env
 
 
-def expand_env_refs(text: str, env: Mapping[str, str]) -> str:
-    """``$(VAR)`` references in a command or argument expanded from the container's environment, as the
-    kubelet does: an unknown variable stays ``$(VAR)``, ``$$`` is a literal ``$``.
-
-    >>> expand_env_refs("--key=$(KEY) $$(KEY) $(NOPE)", {"KEY": "k"})
-    '--key=k $(KEY) $(NOPE)'
-    """
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        if text.startswith("$$", i):
-            out.append("$")
-            i += 2
-            continue
-        if text.startswith("$(", i):
-            close = text.find(")", i + 2)
-            if close != -1:
-                name = text[i + 2:close]
-                out.append(env[name] if name and name in env else text[i:close + 1])
-                i = close + 1
-                continue
-        out.append(text[i])
-        i += 1
-    return "".join(out)
-
-
 def _argv(config: HostConfig, container: dict[str, Any], mounts: Sequence[Mount], ports: Mapping[int, int],
-          env: Mapping[str, str] | None = None) -> list[str]:
+          pod_ip: str, env: Mapping[str, str]) -> list[str]:
     kind = claim.image_kind(container.get("image", ""))
-    command, args = list(container.get("command") or []), list(container.get("args") or [])
-    if env is not None:
-        command, args = [expand_env_refs(a, env) for a in command], [expand_env_refs(a, env) for a in args]
+    command = [expand(a, env) for a in container.get("command") or []]
+    args = [expand(a, env) for a in container.get("args") or []]
     if kind == claim.TRITON:
         # NVIDIA's image runs its entrypoint script, which execs the command line it is given.
         line = [translate_arg(a, mounts) for a in command + args]
@@ -404,22 +433,45 @@ def _argv(config: HostConfig, container: dict[str, Any], mounts: Sequence[Mount]
             raise PlanError("CreateContainerError",
                             f"container {container['name']!r}: the pod runner runs only `tritonserver ...` "
                             f"from the Triton image, not {line[:1]}")
-        return triton.triton_argv(line, config.triton_binary, config.backend_dir, ports)
+        return triton.triton_argv(line, config.triton_binary, config.backend_dir, ports, pod_ip)
     if kind == claim.MODELDEPLOY:
         line = (command or ["modeldeploy"]) + args
         if posixpath.basename(line[0]) != "modeldeploy":
             raise PlanError("CreateContainerError",
                             f"container {container['name']!r}: the pod runner runs only the `modeldeploy` "
                             f"entrypoint of the modeldeploy image, not {line[:1]}")
-        return [config.python, "-m", "modeldeploy",
-                *translate_ports([translate_arg(a, mounts) for a in line[1:]], ports)]
+        rest = translate_ports([translate_arg(a, mounts) for a in line[1:]], ports)
+        if rest[:1] == ["agent"]:
+            # The agent's API listens on every address by default (0.0.0.0: in a container, the pod's own);
+            # on the host that would be every pod's, so it gets the pod's IP.
+            rest = [*_without_flag(rest, "--address"), f"--address={pod_ip}"]
+        return [config.python, "-m", "modeldeploy", *rest]
     raise PlanError("ErrImageNeverPull",
                     f"image {container.get('image')!r}: the pod runner runs only the Triton and modeldeploy images")
 
 
+def _without_flag(args: Sequence[str], flag: str) -> list[str]:
+    """``args`` without ``flag value`` / ``flag=value``.
+
+    >>> _without_flag(["agent", "--address", "0.0.0.0", "--port=1", "--address=::"], "--address")
+    ['agent', '--port=1']
+    """
+    out: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == flag:
+            skip = True
+        elif not arg.startswith(flag + "="):
+            out.append(arg)
+    return out
+
+
 def plan_container(config: HostConfig, pod: dict[str, Any], container: dict[str, Any],
-                   ports: Mapping[int, int], lookup: Lookup) -> ProcessPlan:
-    """How to start ``container`` of ``pod`` as a local process. Raises PlanError."""
+                   ports: Mapping[int, int], lookup: Lookup, pod_ip: str = "127.0.0.1") -> ProcessPlan:
+    """How to start ``container`` of ``pod`` as a local process, its processes bound to ``pod_ip`` (ports:
+    container port -> host port, the identity when the pod has its own IP). Raises PlanError."""
     base = pod_dir(config, pod) / "containers" / container["name"]
     mounts = container_mounts(config, pod, container)
     term_path = container.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH
@@ -433,10 +485,9 @@ def plan_container(config: HostConfig, pod: dict[str, Any], container: dict[str,
         if "emptyDir" in vol or "persistentVolumeClaim" in vol:
             folders.append(volume_host_path(config, pod, vol))
     kind = claim.image_kind(container.get("image", "")) or ""
-    env = container_env(pod, container, mounts_with_log, lookup, config.base_env)
-    declared = {e["name"] for e in container.get("env") or []}
-    argv = _argv(config, container, mounts_with_log, ports,
-                 {k: v for k, v in env.items() if k in declared or k not in config.base_env})
+    own_env = spec_env(pod, container, mounts_with_log, lookup, pod_ip)
+    argv = _argv(config, container, mounts_with_log, ports, pod_ip, own_env)
+    env = {**config.base_env, **own_env}
     if kind == claim.MODELDEPLOY:
         # The model agent copies the python-backend shim next to each model.onnx it fetches (agent.sandbox).
         env.setdefault(SHIM_ENV, str(triton.SHIM_MODEL))

@@ -4,8 +4,19 @@ Every ``period`` seconds (level-based, like the rest of modeldeploy): list the p
 runner's node, and for each one materialise its volumes, start what :func:`lifecycle.next_starts`
 says, reap exits, run due probes, and merge-patch ``status`` when :func:`lifecycle.pod_status`
 differs from what is stored. Every ``heartbeat`` seconds: renew the node's Lease and Ready condition,
-so the node lifecycle controller keeps the node Ready. Deleted pods get SIGTERM, SIGKILL after their
-grace period, and are then removed with ``gracePeriodSeconds=0`` (the kubelet's last step).
+so the node lifecycle controller keeps the node Ready.
+
+The network, as a CNI plugin would do it: with a pod range (``--pod-cidr``, the sandbox's claim; see
+sandbox/podnet.py) each pod gets the next free address of the range, put on ``lo`` before its first
+container starts and written as ``status.podIP``; its processes bind that address on their real container
+ports, and the address is removed once the pod's processes are gone. Without a range (the fallback when
+addresses cannot be added) pods are 127.0.0.1 with free loopback ports mapped per container port.
+
+Deletion, in the kubelet's order: the pod's endpoint leaves the EndpointSlices the moment the API server
+sets ``deletionTimestamp`` (the EndpointSlice controller's doing, not ours); each container's preStop hook
+runs (``sleep``, ``httpGet``), then SIGTERM; readiness is still probed and status still written while the
+pod terminates; SIGKILL at the end of the grace period; then the pod is removed with
+``gracePeriodSeconds=0`` (the kubelet's last step) and its address released.
 
 All decisions are in :mod:`.lifecycle`, :mod:`.plan`, :mod:`.claim` and :mod:`.triton`; this module
 only carries them out. It talks to the API server with the sandbox's small REST client (dicts in and
@@ -31,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from modeldeploy.sandbox import prometheus
+from modeldeploy.sandbox import podnet
 from modeldeploy.sandbox.kubeapi import KubeHttp, KubeHttpError
 from modeldeploy.sandbox.podrunner import claim, lifecycle, plan, triton
 from modeldeploy.sandbox.podrunner.lifecycle import Run
@@ -50,6 +61,15 @@ class PodState:
     ports: dict[int, int] = field(default_factory=dict)
     volumes_ready: bool = False
     kill_deadline: float | None = None
+    ip: str | None = None
+    """The pod's address (pod network), None until given or in the loopback fallback."""
+    term_at: dict[str, float] = field(default_factory=dict)
+    """Terminating: when each container gets SIGTERM (after its preStop hook)."""
+    termed: set[str] = field(default_factory=set)
+
+    @property
+    def address(self) -> str:
+        return self.ip or "127.0.0.1"
 
 
 def _free_ports() -> Any:
@@ -93,10 +113,13 @@ def _tail(path: Path, size: int = 8192) -> str:
 class PodRunner:
     def __init__(self, api: KubeHttp, config: plan.HostConfig, node_name: str = "local-0", gpus: int = 1,
                  period: float = 0.5, heartbeat: float = 10.0, clock: Callable[[], float] = time.time,
-                 out: TextIO | None = None, prometheus_targets: Path | None = None):
+                 out: TextIO | None = None, pod_range: podnet.PodRange | None = None,
+                 addresses: podnet.Addresses | None = None):
         self.api, self.config, self.node_name, self.gpus = api, config, node_name, gpus
-        # Prometheus hook: the file_sd targets file rewritten when the Running pods change (None: off).
-        self.prometheus_targets, self._targets_text = prometheus_targets, None
+        # The pod network (None: loopback fallback with mapped ports) and who puts addresses on lo.
+        self.pod_range = pod_range
+        self.addresses = addresses or (podnet.addresses_for(pod_range) if pod_range else podnet.NoAddresses())
+        self._last_ip: str | None = None
         self.period, self.heartbeat_every, self.clock = period, heartbeat, clock
         self.out = out or sys.stderr
         self.pods: dict[str, PodState] = {}
@@ -109,12 +132,19 @@ class PodRunner:
 
     # --- node --------------------------------------------------------------------------------------
     def register_node(self) -> None:
-        node = claim.runner_node(self.node_name, self.gpus)
-        code, _ = self.api.request("POST", "/api/v1/nodes", node, ok=(409,))
+        node = claim.runner_node(self.node_name, self.gpus, self.pod_range.cidr if self.pod_range else None)
+        code, existing = self.api.request("POST", "/api/v1/nodes", node, ok=(409,))
         if code == 409:
-            self.api.request("PATCH", f"/api/v1/nodes/{self.node_name}",
-                             {"metadata": {"labels": node["metadata"]["labels"]}, "spec": node["spec"]},
-                             content_type=MERGE)
+            existing = self.api.get(f"/api/v1/nodes/{self.node_name}")
+            if (existing.get("spec") or {}).get("podCIDR") != node["spec"].get("podCIDR"):
+                # spec.podCIDR is immutable once set: a node left by a runner of another range is replaced.
+                self.api.request("DELETE", f"/api/v1/nodes/{self.node_name}", ok=(404,))
+                self._wait_node_gone()
+                self.api.request("POST", "/api/v1/nodes", node)
+            else:
+                self.api.request("PATCH", f"/api/v1/nodes/{self.node_name}",
+                                 {"metadata": {"labels": node["metadata"]["labels"]},
+                                  "spec": {"taints": node["spec"]["taints"]}}, content_type=MERGE)
         self.api.request("PATCH", f"/api/v1/nodes/{self.node_name}/status",
                          {"status": {k: node["status"][k] for k in ("capacity", "allocatable", "addresses",
                                                                     "nodeInfo")}}, content_type=MERGE)
@@ -149,10 +179,24 @@ class PodRunner:
         if code == 404:
             self.api.request("POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", lease)
 
+    def _wait_node_gone(self, timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.api.request("GET", f"/api/v1/nodes/{self.node_name}", ok=(404,))[0] == 404:
+                return
+            time.sleep(0.2)
+        raise KubeHttpError("DELETE", f"/api/v1/nodes/{self.node_name}", None, "node still there after 30 s")
+
     # --- loop --------------------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
+        if self.pod_range:  # a runner that died hard may have left pod addresses; none belongs to a process now
+            gone = podnet.flush(self.pod_range, self.addresses, keep=[self.pod_range.gateway])
+            if gone:
+                self.say(f"removed {len(gone)} address(es) left on lo by an earlier runner: {', '.join(gone)}")
         self.register_node()
-        self.say(f"node {self.node_name} registered; running pods under {self.config.pods_root}")
+        network = (f"pod IPs from {self.pod_range.cidr}" if self.pod_range
+                   else "no pod network: pods on 127.0.0.1 with mapped ports")
+        self.say(f"node {self.node_name} registered ({network}); running pods under {self.config.pods_root}")
         try:
             while not should_stop():
                 started = self.clock()
@@ -184,20 +228,8 @@ class PodRunner:
         for uid in set(self.pods) - seen:  # gone from the API (force-deleted): stop what is left
             state = self.pods.pop(uid)
             self._kill_all(state, grace=0)
+            self._release_ip(state)
             self.say(f"pod {self._name(state.pod)} is gone; its processes are stopped")
-        self.publish_targets()
-
-    def publish_targets(self, pods: list[dict[str, Any]] | None = None) -> None:
-        """Prometheus hook: rewrite the file_sd targets file (atomically) when its content changes."""
-        if self.prometheus_targets is None:
-            return
-        text = prometheus.render_file_sd([s.pod for s in self.pods.values()] if pods is None else pods)
-        if text != self._targets_text:
-            try:
-                prometheus.write_atomic(self.prometheus_targets, text)
-                self._targets_text = text
-            except OSError as exc:  # retried on the next sync; never stops the runner
-                self.say(f"cannot write Prometheus targets {self.prometheus_targets}: {exc}")
 
     @staticmethod
     def _name(pod: dict[str, Any]) -> str:
@@ -222,11 +254,13 @@ class PodRunner:
         spec = pod.get("spec") or {}
         all_containers = {c["name"]: c for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]}
         init_names = {c["name"] for c in spec.get("initContainers") or []}
-        self._ensure_ports(state)
+        if not self._ensure_network(state, list(all_containers)):
+            self._write_status(state)
+            return
         lookup = self._lookup(pod["metadata"]["namespace"])
         if not state.volumes_ready:
             try:
-                self._materialise_volumes(pod, lookup)
+                self._materialise_volumes(pod, lookup, state.address)
                 state.volumes_ready = True
             except plan.PlanError as exc:
                 for name in all_containers:
@@ -241,6 +275,44 @@ class PodRunner:
             self._start(state, all_containers[name], lookup)
         self._write_status(state)
 
+    def _ensure_network(self, state: PodState, containers: list[str]) -> bool:
+        """The pod's address on lo (pod network) or its mapped ports (fallback); False when it cannot have
+        one yet (the containers then wait, as behind a failed CNI call)."""
+        if self.pod_range is None:
+            self._ensure_ports(state)
+            return True
+        if state.ip is None:
+            recorded = (state.pod.get("status") or {}).get("podIP")
+            taken = {s.ip for s in self.pods.values() if s.ip}
+            ip = (recorded if self.pod_range.contains(recorded) and recorded not in taken
+                  and recorded != self.pod_range.gateway else podnet.next_address(self.pod_range, taken, self._last_ip))
+            try:
+                if ip is None:
+                    raise podnet.AddressError(f"no free address left in the pod range {self.pod_range.cidr}")
+                self.addresses.add(ip)
+            except podnet.AddressError as exc:
+                for name in containers:
+                    state.runs[name] = lifecycle.cannot_start(state.runs.get(name, Run(name)),
+                                                              "ContainerCreating", f"pod network: {exc}")
+                self.say(f"pod {self._name(state.pod)}: no address: {exc}")
+                return False
+            state.ip, self._last_ip = ip, ip
+            for name, r in list(state.runs.items()):
+                if r.waiting and r.waiting[1].startswith("pod network:"):
+                    state.runs[name] = dataclasses.replace(r, waiting=None)
+            self.say(f"pod {self._name(state.pod)} has address {ip}")
+        state.ports = {port: port for port in plan.wanted_ports(state.pod)}
+        return True
+
+    def _release_ip(self, state: PodState) -> None:
+        if state.ip is None or self.pod_range is None:
+            return
+        try:
+            self.addresses.remove(state.ip)
+        except podnet.AddressError as exc:
+            self.say(f"pod {self._name(state.pod)}: could not remove address {state.ip}: {exc}")
+        state.ip = None
+
     def _ensure_ports(self, state: PodState) -> None:
         annotations = state.pod["metadata"].get("annotations") or {}
         recorded = annotations.get(claim.PORTS_ANNOTATION)
@@ -252,9 +324,9 @@ class PodRunner:
             state.pod = self.api.request("PATCH", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
                                          patch, content_type=MERGE)[1]
 
-    def _materialise_volumes(self, pod: dict[str, Any], lookup: plan.Lookup) -> None:
+    def _materialise_volumes(self, pod: dict[str, Any], lookup: plan.Lookup, pod_ip: str) -> None:
         for volume in (pod.get("spec") or {}).get("volumes") or []:
-            files = plan.volume_files(pod, volume, lookup)
+            files = plan.volume_files(pod, volume, lookup, pod_ip)
             host = Path(plan.volume_host_path(self.config, pod, volume))
             host.mkdir(parents=True, exist_ok=True)
             for rel, content in (files or {}).items():
@@ -287,17 +359,17 @@ class PodRunner:
             self.say(f"pod {self._name(state.pod)} container {name} exited {code}"
                      + (f": {message.strip()[:200]}" if message.strip() else ""))
 
-    def _probe(self, state: PodState) -> None:
+    def _probe(self, state: PodState, kinds: tuple[str, ...] = ("startup", "liveness", "readiness")) -> None:
         now = self.clock()
         for c in (state.pod.get("spec") or {}).get("containers") or []:
             run = state.runs.get(c["name"])
             if run is None:
                 continue
-            for kind in ("startup", "liveness", "readiness"):
+            for kind in kinds:
                 if lifecycle.probe_due(c, run, kind, now):
                     run = lifecycle.probed(c, run, kind, self._check(state, c, c[f"{kind}Probe"]), now)
             state.runs[c["name"]] = run
-            reason = lifecycle.must_kill(c, run)
+            reason = lifecycle.must_kill(c, run) if "liveness" in kinds else None
             if reason and c["name"] in state.procs:
                 self.say(f"pod {self._name(state.pod)} container {c['name']}: {reason}; restarting it")
                 self._stop_proc(state.procs[c["name"]], grace=float(state.pod["spec"].get(
@@ -309,12 +381,12 @@ class PodRunner:
             if "httpGet" in probe:
                 get = probe["httpGet"]
                 port = state.ports[plan.named_port(state.pod, container, get["port"])]
-                url = f"http://127.0.0.1:{port}{get.get('path', '/')}"
+                url = f"http://{state.address}:{port}{get.get('path', '/')}"
                 with urllib.request.urlopen(url, timeout=timeout) as resp:
                     return 200 <= resp.status < 400
             if "tcpSocket" in probe:
                 port = state.ports[plan.named_port(state.pod, container, probe["tcpSocket"]["port"])]
-                with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+                with socket.create_connection((state.address, port), timeout=timeout):
                     return True
         except (OSError, urllib.error.URLError, KeyError, plan.PlanError):
             return False
@@ -324,7 +396,7 @@ class PodRunner:
         name = container["name"]
         run = state.runs.get(name, Run(name))
         try:
-            p = plan.plan_container(self.config, state.pod, container, state.ports, lookup)
+            p = plan.plan_container(self.config, state.pod, container, state.ports, lookup, state.address)
         except plan.PlanError as exc:
             state.runs[name] = lifecycle.cannot_start(run, exc.reason, exc.message)
             return
@@ -362,7 +434,8 @@ class PodRunner:
                 shutil.copyfile(triton.SHIM_MODEL, model_dir / rel)
 
     def _write_status(self, state: PodState) -> None:
-        status = lifecycle.pod_status(state.pod, state.runs, self.clock(), state.first_seen)
+        status = lifecycle.pod_status(state.pod, state.runs, self.clock(), state.first_seen,
+                                      state.ip if self.pod_range else "127.0.0.1")
         if not lifecycle.status_differs(state.pod.get("status") or {}, status):
             return
         meta = state.pod["metadata"]
@@ -396,15 +469,23 @@ class PodRunner:
         state.procs.clear()
 
     def _sync_deleting(self, state: PodState) -> None:
-        """SIGTERM now, SIGKILL at the grace deadline, then delete the pod object for good."""
-        meta = state.pod["metadata"]
+        """preStop hooks, then SIGTERM, SIGKILL at the grace deadline; status kept current meanwhile; then the
+        pod object is deleted for good and its address released."""
+        meta, spec = state.pod["metadata"], state.pod.get("spec") or {}
         now = self.clock()
+        containers = {c["name"]: c for c in spec.get("containers") or []}
         if state.kill_deadline is None:
-            grace = meta.get("deletionGracePeriodSeconds")
-            grace = grace if grace is not None else (state.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
-            state.kill_deadline = now + float(grace)
-            for proc in state.procs.values():
+            state.kill_deadline = lifecycle.kill_deadline(state.pod, now)
+            for name in state.procs:
+                state.term_at[name] = lifecycle.sigterm_at(containers.get(name, {}), now, state.kill_deadline)
+                self._run_pre_stop(state, containers.get(name, {}))
+        for name, proc in state.procs.items():
+            if name not in state.termed and now >= state.term_at.get(name, now):
                 self._signal(proc, signal.SIGTERM)
+                state.termed.add(name)
+        self._reap(state, {c["name"] for c in spec.get("initContainers") or []})
+        self._probe(state, kinds=("readiness",))
+        self._write_status(state)
         alive = [p for p in state.procs.values() if p.poll() is None]
         if alive and now < state.kill_deadline:
             return
@@ -416,16 +497,41 @@ class PodRunner:
                 "preconditions": {"uid": meta["uid"]}}
         self.api.request("DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}", body,
                          ok=(404, 409))
+        self._release_ip(state)
         shutil.rmtree(plan.pod_dir(self.config, state.pod), ignore_errors=True)
         self.pods.pop(meta["uid"], None)
         self.say(f"pod {self._name(state.pod)} stopped and deleted")
+
+    def _run_pre_stop(self, state: PodState, container: dict[str, Any]) -> None:
+        """An ``httpGet`` preStop hook is called now (bounded by the grace period); ``sleep`` needs nothing
+        here (:func:`lifecycle.sigterm_at` delays the SIGTERM); ``exec`` cannot run in a process: said, skipped
+        (the kubelet would record a FailedPreStopHook event and go on too)."""
+        hook = lifecycle.pre_stop(container)
+        if not hook or "sleep" in hook:
+            return
+        name = container.get("name", "?")
+        if "httpGet" in hook:
+            get = hook["httpGet"]
+            try:
+                port = state.ports[plan.named_port(state.pod, container, get["port"])]
+                timeout = max(0.1, min(10.0, (state.kill_deadline or 0) - self.clock()))
+                url = f"http://{state.address}:{port}{get.get('path', '/')}"
+                with urllib.request.urlopen(url, timeout=timeout):
+                    pass
+            except (OSError, urllib.error.URLError, KeyError, plan.PlanError) as exc:
+                self.say(f"pod {self._name(state.pod)} container {name}: preStop httpGet failed: {exc}")
+            return
+        self.say(f"pod {self._name(state.pod)} container {name}: preStop {next(iter(hook))} is not supported; "
+                 "SIGTERM without it")
 
     def shutdown(self, delete_node: bool = True) -> None:
         """Stop every process; remove the node (its pods are then garbage-collected and their
         controllers replace them), so a stopped runner leaves no Ready node behind."""
         for state in self.pods.values():
             self._kill_all(state, grace=10)
-        self.publish_targets(pods=[])  # Prometheus hook: no pod left to scrape
+            self._release_ip(state)
+        if self.pod_range:
+            podnet.flush(self.pod_range, self.addresses, keep=[self.pod_range.gateway])
         if delete_node:
             with contextlib.suppress(KubeHttpError):
                 self.api.request("DELETE", f"/api/v1/nodes/{self.node_name}", ok=(404,))
@@ -457,11 +563,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node", default="local-0")
     parser.add_argument("--gpus", type=int, default=1)
     parser.add_argument("--triton-prefix", help="venv holding nvidia-pytriton (default: this one)")
-    parser.add_argument("--prometheus-targets", type=Path, default=None,
-                        help="file_sd targets file to keep up to date with the Running pods (optional)")
+    parser.add_argument("--pod-cidr", default=None,
+                        help="pod range (e.g. 10.244.3.0/24; .1 is left to the gateway): each pod gets an address "
+                             "of it on lo; without it pods listen on 127.0.0.1 with mapped ports")
     args = parser.parse_args(argv)
+    pod_range = podnet.PodRange.parse(args.pod_cidr) if args.pod_cidr else None
     runner = PodRunner(KubeHttp(args.kubeconfig), host_config(args.root, args.triton_prefix), args.node, args.gpus,
-                       prometheus_targets=args.prometheus_targets)
+                       pod_range=pod_range)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:

@@ -11,8 +11,10 @@ Three differences from NVIDIA's container, each handled here and nowhere else:
    (``backend: "onnxruntime"`` or ``platform: "onnxruntime_onnx"``) becomes ``backend: "python"`` served
    by ``onnx_python_model.py``, and ``KIND_GPU`` instance groups become ``KIND_CPU``.
    :func:`shim_files` says where that ``model.py`` goes.
-3. Ports and addresses: :func:`triton_argv` points ``tritonserver`` at the wheel's binary, the backend
-   folder, 127.0.0.1 and the pod's remapped ports.
+3. Addresses: :func:`triton_argv` points ``tritonserver`` at the wheel's binary and the backend folder, and
+   binds it to the pod's IP (``--http/grpc/metrics-address``) on its own container ports. In a container,
+   Triton's default 0.0.0.0 means "this pod's addresses"; on the host it would mean every address of every
+   pod. (In the fallback without a pod network the ports are mapped to free loopback ports instead.)
 
 All functions but :func:`prepare_backend_dir` and :func:`find_wheel` are pure.
 """
@@ -108,19 +110,24 @@ def _without_flags(args: Sequence[str], flags: Sequence[str]) -> list[str]:
     return out
 
 
-def triton_argv(args: Sequence[str], binary: Path, backend_dir: Path, ports: Mapping[int, int]) -> list[str]:
+def triton_argv(args: Sequence[str], binary: Path, backend_dir: Path, ports: Mapping[int, int],
+                address: str = "127.0.0.1") -> list[str]:
     """The local command line for a Triton container's ``args`` (``tritonserver ...``): the wheel's
-    binary, our backend folder, loopback addresses, and each port flag replaced by its host port.
+    binary, our backend folder, the pod's ``address``, and each port flag set to its host port (the container
+    port itself when the pod has its own IP).
 
     >>> triton_argv(["tritonserver", "--model-repository=/m", "--http-port=8000"], Path("/w/tritonserver"),
-    ...             Path("/b"), {8000: 41000, 8001: 41001, 8002: 41002})  # doctest: +NORMALIZE_WHITESPACE
+    ...             Path("/b"), {8000: 8000, 8001: 8001, 8002: 8002}, "10.244.3.2")  # doctest: +NORMALIZE_WHITESPACE
     ['/w/tritonserver', '--model-repository=/m', '--backend-directory=/b',
-     '--http-address=127.0.0.1', '--grpc-address=127.0.0.1', '--metrics-address=127.0.0.1',
-     '--http-port=41000', '--grpc-port=41001', '--metrics-port=41002']
+     '--http-address=10.244.3.2', '--grpc-address=10.244.3.2', '--metrics-address=10.244.3.2',
+     '--http-port=8000', '--grpc-port=8001', '--metrics-port=8002']
+    >>> triton_argv(["tritonserver"], Path("/w/tritonserver"), Path("/b"),
+    ...             {8000: 41000, 8001: 41001, 8002: 41002})[-3:]   # fallback: loopback, mapped ports
+    ['--http-port=41000', '--grpc-port=41001', '--metrics-port=41002']
     """
     wanted = triton_ports(args)
     rest = _without_flags(list(args[1:]), _RUNNER_FLAGS)
-    flags = [f"--backend-directory={backend_dir}"] + [f"{f}=127.0.0.1" for f in ADDRESS_FLAGS]
+    flags = [f"--backend-directory={backend_dir}"] + [f"{f}={address}" for f in ADDRESS_FLAGS]
     flags += [f"{flag}={ports[port]}" for flag, port in zip(PORT_FLAGS, wanted)]
     return [str(binary), *rest, *flags]
 

@@ -1,0 +1,5 @@
+import sys
+
+from modeldeploy.sandbox.gateway.controller import main
+
+sys.exit(main())

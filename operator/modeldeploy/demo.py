@@ -216,9 +216,11 @@ def _classify(core, box, name: str, revision: str | None = None):
     """Classify the held-out split through Triton; returns the accuracy."""
     import numpy as np
 
-    from modeldeploy.sandbox.examples import classify_digits
+    from modeldeploy.sandbox.examples import classify_digits, wait_routed
 
     url, host, where = _endpoint(core, box, name, revision)
+    if host:
+        wait_routed(url, "digits", host)  # the endpoint reaches the gateway a moment after the pod is Ready
     data = np.load(_model_dir(box) / "digits_test.npz")
     x, y = data["x_test"], data["y_test"]
     predictions = classify_digits(url, x, host=host)

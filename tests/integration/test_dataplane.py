@@ -19,7 +19,8 @@ import pytest
 
 from modeldeploy.api import constants as c
 from modeldeploy.render import names
-from modeldeploy.sandbox.examples import classify_digits, digits_on_runner, gateway_target, pod_http_url, triton_client
+from modeldeploy.sandbox.examples import (classify_digits, digits_on_runner, gateway_target, pod_http_url, triton_client,
+                                          wait_routed)
 
 from .conftest import wait_for
 from .test_operator import condition, create_md, get_md, pods_of, wait_ready
@@ -61,6 +62,7 @@ def test_digits_served_by_triton_answers_with_high_accuracy(api, operator, names
     data = np.load(out / "digits_test.npz")
     x, y = data["x_test"].astype(np.float32), data["y_test"]
     url, host = via_gateway(gateway_url, namespace, "digits")
+    wait_routed(url, "digits", host)  # the endpoint reaches the proxy a moment after the pod is Ready
     accuracy = float((classify_digits(url, x, host=host) == y).mean())
     assert accuracy >= 0.97, accuracy
     triton = triton_client(url, host)

@@ -22,7 +22,7 @@ from kubernetes import client
 
 from modeldeploy.api import constants as c
 from modeldeploy.sandbox import prometheus as prom
-from modeldeploy.sandbox.examples import triton_client
+from modeldeploy.sandbox.examples import triton_client, wait_routed
 
 from .conftest import wait_for
 from .test_dataplane import local_md, via_gateway
@@ -86,7 +86,9 @@ def test_triton_metrics_per_revision_reach_prometheus(api, operator, namespace, 
     revision = pod.metadata.labels[c.LABEL_REVISION]
     pod_sel = f'namespace="{namespace}", revision="{revision}"'
     x = np.load(out / "digits_test.npz")["x_test"].astype(np.float32)[:BATCH]
-    triton = triton_client(*via_gateway(gateway_url, namespace, "metrics"))
+    url, host = via_gateway(gateway_url, namespace, "metrics")
+    wait_routed(url, "digits", host)  # the endpoint reaches the proxy a moment after the pod is Ready
+    triton = triton_client(url, host)
     try:
         for _ in range(N):
             inp = httpclient.InferInput("input", list(x.shape), "FP32")

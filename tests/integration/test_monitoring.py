@@ -40,7 +40,7 @@ from modeldeploy.sandbox import webhook
 
 from ..unit.monitoring_tools import DASHBOARD, RULES
 from .conftest import wait_for
-from .test_dataplane import http_port, local_md
+from .test_dataplane import local_md, pod_url
 from .test_operator import condition, create_md, digits, get_md, patch_md, pods_of, wait_ready
 
 WIRING = ("needs the sandbox wiring: Alertmanager + webhook receiver in `sandbox up`, the rules and alerting in "
@@ -126,7 +126,7 @@ def test_dashboard_expressions_return_data_while_the_demo_model_serves(api, oper
     stop = threading.Event()
 
     def load():  # keep the model serving while the expressions are queried
-        triton = httpclient.InferenceServerClient(f"127.0.0.1:{http_port(api, namespace, 'dash')}")
+        triton = httpclient.InferenceServerClient(pod_url(api, namespace, "dash"))
         try:
             while not stop.is_set():
                 inp = httpclient.InferInput("input", list(x.shape), "FP32")

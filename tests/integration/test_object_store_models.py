@@ -28,7 +28,7 @@ from modeldeploy.sandbox.examples import classify_digits, digits_on_runner
 
 from .conftest import wait_for
 from .stores import gcs_store, s3_store, token_endpoint  # noqa: F401
-from .test_dataplane import http_port
+from .test_dataplane import pod_url
 from .test_operator import condition, create_md, get_md, patch_md, pods_of, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.objectstores]
@@ -79,7 +79,7 @@ def test_model_from_object_store_is_served(api, operator, namespace, runner_node
     assert md["status"]["model"]["version"] == 1
     data = np.load(out / "digits_test.npz")
     x, y = data["x_test"].astype(np.float32), data["y_test"]
-    accuracy = float((classify_digits(f"127.0.0.1:{http_port(api, namespace, 'digits')}", x) == y).mean())
+    accuracy = float((classify_digits(pod_url(api, namespace, "digits"), x) == y).mean())
     assert accuracy >= 0.97, accuracy
 
     # version 2 from the same store: the running pod's model agent fetches it with the same Secret, in place

@@ -185,14 +185,19 @@ def test_unschedulable_gpu_product_is_reported(api, operator, namespace):
     assert md["status"]["phase"] == "Progressing"
 
 
-def test_unimplemented_fields_are_reported(api, operator, namespace):
+def test_autoscaling_without_metrics_keeps_min_replicas_and_says_so(api, operator, namespace):
+    """kwok's simulated pods export no metrics: the autoscaler never scales on missing data (fail-static), it
+    runs minReplicas, and ScalingActive says why."""
     body = digits(replicas=1)
     del body["spec"]["replicas"]
-    body["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 3, "targetInferencesPerSecondPerReplica": 50}
+    body["spec"]["autoscaling"] = {"minReplicas": 2, "maxReplicas": 3, "targetInferencesPerSecondPerReplica": 50}
     create_md(api, namespace, body)
-    md = wait_ready(api, namespace, "digits")
-    supported = condition(md, "FieldsSupported")
-    assert supported["status"] == "False" and "spec.autoscaling" in supported["message"]
+    md = wait_for(lambda: (m := get_md(api, namespace, "digits")).get("status", {}).get("readyReplicas") == 2
+                  and condition(m, "ScalingActive") and m, 90, what="2 replicas and a ScalingActive condition")
+    assert condition(md, "FieldsSupported")["status"] == "True"
+    scaling = condition(md, "ScalingActive")
+    assert scaling["status"] == "False" and scaling["reason"] == "MetricsUnavailable", scaling
+    assert md["status"]["autoscaling"]["desiredReplicas"] == 2 and md["status"]["autoscaling"]["specReplicasIgnored"]
 
 
 def test_invalid_spec_that_passes_the_schema_is_reported_with_the_field(api, operator, namespace):

@@ -144,7 +144,8 @@ def test_replicas_beside_autoscaling_are_accepted(api, crd_installed, namespace)
     """spec.autoscaling wins and status says spec.replicas is ignored; an HPA that set spec.replicas through the
     scale subresource must not make the object invalid."""
     created = client.CustomObjectsApi(api).create_namespaced_custom_object(
-        c.GROUP, c.VERSION, namespace, c.PLURAL, with_spec(replicas=2, autoscaling={"maxReplicas": 4}), dry_run="All")
+        c.GROUP, c.VERSION, namespace, c.PLURAL, with_spec(replicas=2, autoscaling={"maxReplicas": 4, "targetPendingRequestsPerReplica": 4}),
+        dry_run="All")
     assert created["spec"]["replicas"] == 2 and created["spec"]["autoscaling"]["maxReplicas"] == 4
 
 

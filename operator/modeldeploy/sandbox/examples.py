@@ -110,6 +110,34 @@ def triton_client(url: str, host: str | None = None, **kwargs):
     return client
 
 
+def wait_routed(url: str, model: str, host: str | None = None, timeout: float = 60.0) -> None:
+    """Wait until ``model`` answers ready at ``url`` (through the gateway: with the ``host`` header).
+
+    A ModelDeployment is Ready when its pods are; the endpoint reaches a proxy a moment later (the
+    EndpointSlice controller, then the proxy's own update), as on any cluster. A client that must not see
+    that moment waits for the route, with a deadline, instead of sleeping."""
+    import http.client
+    import time
+
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        conn = http.client.HTTPConnection(url, timeout=5)
+        try:
+            conn.request("GET", f"/v2/models/{model}/ready", headers={"Host": host} if host else {})
+            status = conn.getresponse().status
+            if status == 200:
+                return
+            last = f"HTTP {status}"
+        except OSError as exc:
+            last = str(exc)
+        finally:
+            conn.close()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{model} not routed at {url} (Host {host}) within {timeout:.0f}s: {last}")
+        time.sleep(0.2)
+
+
 def classify_digits(url: str, x, model: str = "digits", batch: int = 32, host: str | None = None):
     """Class predictions for images ``x`` (N×1×8×8 float32) from Triton at ``url`` (host:port; ``host``: the
     Host header, for the gateway)."""

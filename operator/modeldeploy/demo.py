@@ -49,9 +49,10 @@ def _operator_pidfile(state_dir: Path) -> Path:
     return state_dir / "operator.pid"
 
 
-def start_operator(kubeconfig: Path, state_dir: Path, prometheus_url: str | None = None) -> Path:
-    """Start ``modeldeploy operator`` detached (told where the sandbox's Prometheus is), unless one started
-    by the demo still runs."""
+def start_operator(kubeconfig: Path, state_dir: Path, prometheus_url: str | None = None,
+                   metrics_address: str | None = None) -> Path:
+    """Start ``modeldeploy operator`` detached (told where the sandbox's Prometheus is, serving its own
+    metrics where that Prometheus scrapes them), unless one started by the demo still runs."""
     pidfile, log = _operator_pidfile(state_dir), state_dir / "operator.log"
     if pidfile.exists() and _pid_alive(int(pidfile.read_text())):
         _say(f"operator already running (pid {pidfile.read_text().strip()}), log {log}")
@@ -59,6 +60,8 @@ def start_operator(kubeconfig: Path, state_dir: Path, prometheus_url: str | None
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT / "operator")}
     if prometheus_url:
         env["MODELDEPLOY_PROMETHEUS_URL"] = prometheus_url
+    if metrics_address:
+        env["MODELDEPLOY_METRICS_ADDRESS"] = metrics_address
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "modeldeploy", "operator"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -145,7 +148,7 @@ def run_demo(down: bool = False) -> int:
     install_crd(box.kubeconfig_path)
 
     _say("step 3/6: start the operator")
-    log = start_operator(Path(box.kubeconfig_path), state_dir, box.prometheus_url)
+    log = start_operator(Path(box.kubeconfig_path), state_dir, box.prometheus_url, box.operator_metrics_address)
 
     _say(f"step 4/6: kubectl apply -f {EXAMPLE.relative_to(ROOT)} (on simulated kwok GPU nodes)")
     kubectl("apply", "-n", "default", "-f", str(EXAMPLE))

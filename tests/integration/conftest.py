@@ -172,6 +172,8 @@ class OperatorProcess:
 @pytest.fixture(scope="session")
 def operator(sandbox, kubeconfig, crd_installed, tmp_path_factory):
     env = {"MODELDEPLOY_PROMETHEUS_URL": sandbox.prometheus_url} if sandbox.prometheus_url else {}
+    if sandbox.operator_metrics_address:  # where the sandbox's Prometheus scrapes the operator (alerts)
+        env["MODELDEPLOY_METRICS_ADDRESS"] = sandbox.operator_metrics_address
     proc = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log", extra_env=env)
     proc.start()
     yield proc

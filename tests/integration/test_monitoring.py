@@ -1,7 +1,7 @@
 """Monitoring end to end in the sandbox: real conditions fire real alerts through Alertmanager, and the
 dashboard's expressions return data while a model serves.
 
-SKIPPED until the sandbox is wired (docs/monitoring.md, "The sandbox"). What these tests expect of it:
+What these tests rely on (docs/monitoring.md, "The sandbox"):
 
 - ``sandbox up`` starts the webhook receiver (``python -m modeldeploy.sandbox.webhook --port P``) and a real
   Alertmanager (``modeldeploy.sandbox.alertmanager.start(..., webhook_url=http://127.0.0.1:P/alerts)``), and
@@ -43,9 +43,7 @@ from .conftest import wait_for
 from .test_dataplane import local_md, pod_url
 from .test_operator import condition, create_md, digits, get_md, patch_md, pods_of, wait_ready
 
-WIRING = ("needs the sandbox wiring: Alertmanager + webhook receiver in `sandbox up`, the rules and alerting in "
-          "the sandbox Prometheus, the operator's --metrics-address scraped (see this module's docstring)")
-pytestmark = [pytest.mark.integration, pytest.mark.skip(reason=WIRING)]
+pytestmark = pytest.mark.integration
 
 EVALUATION = 2.0  # the sandbox Prometheus' scrape and evaluation interval (sandbox/prometheus.py SCRAPE_INTERVAL)
 FOR = am.parse_duration(am.SANDBOX_MAX_FOR)
@@ -193,13 +191,8 @@ def test_failing_fetch_fires_and_resolves_after_the_fix(api, operator, namespace
     model = out / "model.onnx"
     patch_md(api, namespace, "broken", {"spec": {"model": {"uri": f"file://{model}",
                                                            "sha256": hashlib.sha256(model.read_bytes()).hexdigest()}}})
-    # After the fix the failed pod was not replaced: it stayed in its init container's CrashLoopBackOff (kubelet
-    # "back-off 80s" two minutes after the patch, in a run of this test), so the test deletes it as a person
-    # would; its replacement fetches the fixed model. (Whether the operator should replace such pods itself
-    # when spec.model changes is an operator question, not a monitoring one.)
-    core = client.CoreV1Api(api)
-    for pod in pods_of(api, namespace, "broken"):
-        core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=0)
+    # The operator replaces the pods stuck fetching the old model (they have no agent to swap it): their
+    # replacements fetch the fixed one, with no one deleting anything by hand.
     wait_ready(api, namespace, "broken", timeout=120)
     arrived(sandbox, "ModelDeploymentNotReady", "resolved", namespace, RESOLVE_WITHIN, "resolved NotReady")
     # Stalled (progress deadline 30 s in the tests) may have fired meanwhile; it resolves too.

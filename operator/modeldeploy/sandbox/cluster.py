@@ -56,6 +56,7 @@ from typing import Any, Iterator, TextIO
 import yaml
 
 from . import binaries, nodes, podnet, supervisor, tools
+from . import alertmanager as alerting
 from . import prometheus as prom
 from .gateway import crds as gateway_crds
 from .gateway import haproxy as gateway_haproxy
@@ -463,6 +464,7 @@ class Sandbox:
             try:
                 runner = self._start_runner(api, deadline, claimed)
                 runner += self._start_gateway(api, kubectl, deadline, claimed)
+                runner += self._start_alerting(deadline)
                 runner += self._start_prometheus(api, deadline)
                 self._start_supervisor(claimed)
             finally:
@@ -471,6 +473,7 @@ class Sandbox:
         except BaseException:
             self._stop_supervisor()
             self._stop_prometheus()
+            self._stop_alerting()
             self._stop_gateway()
             self._stop_runner()
             left = self._stop_pids({c: p for c in COMPONENTS if (p := self._pid(c)) is not None})
@@ -631,12 +634,87 @@ class Sandbox:
         try:
             token = prom.grant_access(api, timeout=max(5.0, deadline - time.monotonic()))
             url, pid = prom.start(binary, self.prometheus_dir, self.log_path("prometheus"), self.prometheus_pidfile,
-                                  api.server, self._ca_pem(), token, timeout=max(5.0, deadline - time.monotonic()))
+                                  api.server, self._ca_pem(), token, timeout=max(5.0, deadline - time.monotonic()),
+                                  extra=self._alerting_config())
         except (prom.PrometheusError, KubeHttpError) as exc:
             raise SandboxError(str(exc), component="prometheus", log_path=self.log_path("prometheus")) from exc
         (self.prometheus_dir / "url").write_text(url)
         return (f"; Prometheus {url} (pid {pid}) finds Triton pods through the API server "
                 f"(ServiceAccount {prom.NAMESPACE}/{prom.ACCOUNT})")
+
+    # --- alerting (Alertmanager + a webhook receiver; the rules and the operator's scrape in Prometheus) -----
+    @property
+    def alerting_dir(self) -> Path:
+        return self.workdir / "alerting"
+
+    def _read(self, path: Path) -> str | None:
+        try:
+            return path.read_text().strip() or None
+        except OSError:
+            return None
+
+    @property
+    def alertmanager_url(self) -> str | None:
+        """``http://127.0.0.1:PORT`` of the sandbox's Alertmanager while it runs, else None."""
+        return self._read(self.alerting_dir / "alertmanager.url") if \
+            self._alive_pid(self.alerting_dir / "alertmanager.pid") else None
+
+    @property
+    def alert_webhook_url(self) -> str | None:
+        """``http://127.0.0.1:PORT`` of the webhook receiver (``GET /notifications``) while it runs, else None."""
+        return self._read(self.alerting_dir / "webhook.url") if self._alive_pid(self.alerting_dir / "webhook.pid") \
+            else None
+
+    @property
+    def operator_metrics_address(self) -> str | None:
+        """``127.0.0.1:PORT`` that the sandbox's Prometheus scrapes for the operator's own metrics: an operator
+        run against this sandbox (the demo's, the tests') serves ``--metrics-address`` there."""
+        return self._read(self.alerting_dir / "operator-metrics")
+
+    def _start_alerting(self, deadline: float) -> str:
+        """The webhook receiver and Alertmanager, and a port reserved for the operator's metrics."""
+        binary = alerting.find_binary()
+        if binary is None or prom.find_binary() is None:
+            return "; no Alertmanager (make setup installs prometheus-alertmanager)"
+        home = self.alerting_dir
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "operator-metrics").write_text(f"127.0.0.1:{alerting.free_port()}")
+        port = alerting.free_port()
+        log = open(self.log_path("webhook"), "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "modeldeploy.sandbox.webhook", "--port", str(port),
+                                 "--log", str(home / "notifications.jsonl")], stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+                                start_new_session=True)
+        (home / "webhook.pid").write_text(str(proc.pid))
+        webhook = f"http://127.0.0.1:{port}"
+        (home / "webhook.url").write_text(webhook)
+        try:
+            url, pid = alerting.start(binary, home, self.log_path("alertmanager"), home / "alertmanager.pid",
+                                      f"{webhook}/alerts", timeout=max(5.0, deadline - time.monotonic()))
+        except alerting.AlertmanagerError as exc:
+            raise SandboxError(str(exc), component="alertmanager", log_path=self.log_path("alertmanager")) from exc
+        (home / "alertmanager.url").write_text(url)
+        return f"; Alertmanager {url} (pid {pid}) notifies {webhook}"
+
+    def _alerting_config(self) -> dict[str, Any] | None:
+        """prometheus.yml additions when Alertmanager runs: the rules (``for`` capped), alerting, the operator job."""
+        am_url, target = self.alertmanager_url, self.operator_metrics_address
+        if am_url is None or target is None:
+            return None
+        rules = alerting.write_rules(self.alerting_dir / "rules" / "modeldeploy.yaml")
+        return {"rule_files": [str(rules)], "alerting": alerting.prometheus_alerting(am_url.split("://", 1)[1]),
+                "scrape_configs": [alerting.operator_scrape_config(target)]}
+
+    def _stop_alerting(self) -> None:
+        for name in ("alertmanager", "webhook"):
+            pidfile = self.alerting_dir / f"{name}.pid"
+            try:
+                pid = int(pidfile.read_text())
+            except (OSError, ValueError):
+                continue
+            if not alerting.stop(pid):
+                raise SandboxError(f"{name} (pid {pid}) did not stop", component=name)
+            pidfile.unlink(missing_ok=True)
 
     def _ca_pem(self) -> str:
         """The API server's CA, from the kubeconfig (file or inline data)."""
@@ -895,6 +973,7 @@ class Sandbox:
         network = self.network()  # before kwokctl removes the cluster folder
         self._stop_supervisor()  # first: it would start what we stop
         self._stop_prometheus()
+        self._stop_alerting()
         self._stop_gateway()
         self._stop_runner()
         pids = {comp: pid for comp in COMPONENTS if (pid := self._pid(comp)) is not None}
@@ -957,4 +1036,8 @@ class Sandbox:
             lines.append(f"export MODELDEPLOY_PROMETHEUS_URL={url}")
         if (url := self.gateway_url):
             lines.append(f"export MODELDEPLOY_GATEWAY_URL={url}")
+        if (url := self.alertmanager_url):
+            lines.append(f"export MODELDEPLOY_ALERTMANAGER_URL={url}")
+        if (address := self.operator_metrics_address) and url:
+            lines.append(f"export MODELDEPLOY_METRICS_ADDRESS={address}")
         return "\n".join(lines)

@@ -127,7 +127,7 @@ def scrape_config(interval: str | None = None, sd_extra: dict[str, Any] | None =
 
 
 def prometheus_config(api_server: str, ca_file: Path | str, token_file: Path | str,
-                      interval: str = SCRAPE_INTERVAL) -> dict[str, Any]:
+                      interval: str = SCRAPE_INTERVAL, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The sandbox's whole ``prometheus.yml``: :func:`scrape_config` against the sandbox's API server.
 
     >>> sd = prometheus_config("https://127.0.0.1:6443", "/p/ca.crt", "/p/token")["scrape_configs"][0]
@@ -136,10 +136,14 @@ def prometheus_config(api_server: str, ca_file: Path | str, token_file: Path | s
     """
     sd = {"api_server": api_server, "tls_config": {"ca_file": str(ca_file)},
           "authorization": {"credentials_file": str(token_file)}}
-    return {
+    config: dict[str, Any] = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
         "scrape_configs": [scrape_config(sd_extra=sd)],
     }
+    # Alerting wiring (sandbox/alertmanager.py): rule_files, alerting, the operator's own scrape job.
+    for key, value in (extra or {}).items():
+        config[key] = config[key] + list(value) if key == "scrape_configs" else value
+    return config
 
 
 def access_objects() -> list[dict[str, Any]]:
@@ -313,7 +317,7 @@ def wait_ready(url: str, proc: subprocess.Popen | None, log: Path, timeout: floa
 
 
 def start(binary: Path, home: Path, log: Path, pidfile: Path, api_server: str, ca_pem: str, token: str,
-          timeout: float = 30.0) -> tuple[str, int]:
+          timeout: float = 30.0, extra: dict[str, Any] | None = None) -> tuple[str, int]:
     """Write the CA, token and config under ``home``, start Prometheus in its own session, record its pid,
     wait for ``/-/ready``. Returns (URL, pid); the caller stops it."""
     import yaml  # the sandbox's dependency; kept local so the pure parts import with the stdlib only
@@ -321,7 +325,7 @@ def start(binary: Path, home: Path, log: Path, pidfile: Path, api_server: str, c
     (home / DATA_DIR).mkdir(parents=True, exist_ok=True)
     write_private(home / CA_FILE, ca_pem)
     write_private(home / TOKEN_FILE, token)
-    config = prometheus_config(api_server, home / CA_FILE, home / TOKEN_FILE)
+    config = prometheus_config(api_server, home / CA_FILE, home / TOKEN_FILE, extra=extra)
     (home / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
     port = _free_port()
     log.parent.mkdir(parents=True, exist_ok=True)

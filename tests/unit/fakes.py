@@ -106,6 +106,12 @@ class FakeKube:
                          "readyReplicas": n, "availableReplicas": n}
         return {"spec": {"replicas": replicas}}
 
+    def patch_secret(self, namespace, name, patch):
+        self.calls.append(("patch_secret", name))
+        obj = self.objects[("Secret", namespace, name)]
+        obj["metadata"].setdefault("annotations", {}).update(patch.get("metadata", {}).get("annotations") or {})
+        obj["data"] = {**obj.get("data", {}), **patch.get("data", {})}
+
     def patch_model_deployment(self, namespace, name, patch):
         self.calls.append(("patch_md", name))
         obj = self.objects[(c.KIND, namespace, name)]

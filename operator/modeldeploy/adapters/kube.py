@@ -129,6 +129,11 @@ class Kube:
             if err.status not in (404, 409):  # gone already, or a different object now: not ours to delete
                 raise
 
+    def patch_secret(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        """Merge-patch a Secret of ours (the agent token's rotation)."""
+        self._call("patch", f"Secret {namespace}/{name}", self.core.patch_namespaced_secret, name, namespace,
+                   dict(patch), field_manager=self.field_manager, _content_type=MERGE)
+
     def scale(self, namespace: str, name: str, replicas: int) -> dict[str, Any]:
         """Set a Deployment's replicas through its scale subresource (the stable Deployment while a canary
         runs: its template is not ours to re-render, only its size). Returns the Scale."""

@@ -44,7 +44,7 @@ MODEL_PATH = "/v1/model"
 HEALTH_PATH = "/healthz"
 TOKEN_ENV = "MODELDEPLOY_AGENT_TOKEN"
 #: Next to the token file while a rotation settles: the token before, still accepted.
-PREVIOUS_TOKEN_FILE = "previous-token"
+PREVIOUS_TOKEN_FILE = agent_auth.PREVIOUS_TOKEN_SECRET_KEY
 MAX_BODY = 64 * 1024
 FIELDS = ("uri", "version", "sha256", "generation", "nonce")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

@@ -80,6 +80,9 @@ TRITON_GRPC_KEY_HEADER = f"triton-grpc-protocol-{TRITON_KEY_HEADER}"
 #: ``<name>-agent-keys``, key :data:`TRITON_KEY_SECRET_KEY`); Triton gets it through ``$(VAR)`` in its args.
 TRITON_KEY_ENV = "MODELDEPLOY_TRITON_API_KEY"
 TRITON_KEY_SECRET_KEY = "triton-key"
+#: The Secret key that holds the token a rotation replaced, which the agents still accept while the
+#: rotation settles (agent/api.py reads it beside ``token``).
+PREVIOUS_TOKEN_SECRET_KEY = "previous-token"
 
 
 def triton_restriction_args(value: str) -> list[str]:

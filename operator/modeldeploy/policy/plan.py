@@ -209,6 +209,14 @@ def plan(md_name: str, spec: Spec, revision: str, previous: Mapping[str, Any], o
             # Pods that never got the old model (its fetch fails) have no agent to swap: replace them, so
             # they fetch the model the spec names now instead of retrying the old one with back-off.
             restart = fetch_failing(observed.pods, revision)
+    elif observed.agent_reports is not None:
+        # The steady-state check: status says every pod serves the spec's model; a pod whose agent says
+        # otherwise (a replayed command, a hand-made load) is moved back. An agent that does not answer
+        # proves nothing here and changes nothing.
+        reachable = [r for r in observed.agent_reports if r.report is not None]
+        check = model_swap.plan(desired_model(spec), reachable)
+        if reachable and not check.done:
+            swap, restart, requeue = check, check.restart, SWAP_POLL_SECONDS
     return Plan(
         tracks=(stable,),
         new_pods=previous.get("currentRevision") != revision,

@@ -22,14 +22,17 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
+import secrets
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
 from modeldeploy.adapters.agent import AgentError, endpoint
 from modeldeploy.adapters.cache import owned_by
 from modeldeploy.adapters.kube import KubeError
+from modeldeploy.api import agent_auth
 from modeldeploy.api import constants as c
+from modeldeploy.api.conditions import format_time
 from modeldeploy.api.redact import redact_uri, uri_fingerprint
 from modeldeploy.api.spec import SpecError, parse_spec, unimplemented_fields
 from modeldeploy.adapters.prometheus import SeriesProvider
@@ -54,6 +57,14 @@ log = logging.getLogger(__name__)
 UNPROCESSABLE = 422
 #: Ready/Stalled reason when a child's name is taken by an object that is not ours.
 REASON_NAME_TAKEN = "NameTaken"
+#: Seconds between two steady-state checks of what the pods' agents serve (agent GETs, no API request).
+VERIFY_SECONDS = 300.0
+#: A token older than this is rotated when it is next needed; the old one is kept as previous-token.
+ROTATE_AFTER = timedelta(days=7)
+#: After a rotation the old token signs commands this long: the kubelet refreshes the pods' copy of the
+#: Secret within about a minute, and until then the agents know only the old one.
+ROTATION_GRACE = timedelta(minutes=5)
+ANNOTATION_ROTATED_AT = "modeldeploy.io/token-rotated-at"
 
 
 @dataclass(frozen=True)
@@ -88,14 +99,18 @@ class Reconciler:
     metrics: SeriesProvider | None = None  # Prometheus, for canary analysis (None: every analysis is NoData)
     memo: AppliedMemo = field(default_factory=AppliedMemo)
     autoscaler: Autoscaler | None = None
+    #: Seconds between two steady-state checks of what each pod's agent serves (0: never).
+    verify_seconds: float = VERIFY_SECONDS
 
     def __post_init__(self) -> None:
         if self.autoscaler is None:
             self.autoscaler = Autoscaler(self.metrics)
+        self._verified: dict[tuple[str, str], float] = {}
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept in memory about a ModelDeployment that is gone."""
         self.autoscaler.forget(namespace, name)  # type: ignore[union-attr]
+        self._verified.pop((namespace, name), None)
 
     def reconcile(self, namespace: str, name: str) -> Result:
         body = self.view.get(c.KIND, namespace, name)
@@ -165,8 +180,14 @@ class Reconciler:
             return self._canary(body, owner, previous, spec, revision, base, extra, kids, total)
         base["revision"] = revision
         base["desired_replicas"] = total
-        observed = observe(kids, self.agents, owner.name, spec, revision, previous, total)
+        key, clock = (owner.namespace, owner.name), self.now().timestamp()
+        verify = self.verify_seconds > 0 and clock - self._verified.get(key, 0.0) >= self.verify_seconds
+        observed = observe(kids, self.agents, owner.name, spec, revision, previous, total, verify=verify)
         plan = planning.plan(owner.name, spec, revision, previous, observed, replicas=total)
+        if observed.agent_reports is not None and (plan.swap is None or plan.swap.done):
+            self._verified[key] = clock  # every reachable pod serves what status says
+        if self.verify_seconds > 0 and self.agents is not None:
+            extra["requeue_after"] = _earliest(extra.get("requeue_after"), self.verify_seconds)
 
         actor = Actor(self.view, self.kube, self.memo, owner.uid)
         try:
@@ -312,7 +333,9 @@ class Reconciler:
                 raise Conflict("Secret", owner.namespace, name, "its token would reach our pods' agents")
 
     def _agent_token(self, owner: Owner, spec) -> str | None:
-        """The token the agents accept (read only when a pod is told something; recreated if deleted)."""
+        """The token to sign an agent command with (read only when a pod is told something; recreated if
+        deleted). A token older than ROTATE_AFTER is rotated first; during ROTATION_GRACE after a rotation
+        the previous one signs, since pods learn the new one only with the kubelet's next Secret refresh."""
         name = names.agent_token_name(owner.name)
         secret = self.kube.get("Secret", owner.namespace, name)
         if secret is None:
@@ -320,8 +343,23 @@ class Reconciler:
             secret = self.kube.get("Secret", owner.namespace, name)
         if secret is None or not owned_by(secret, owner.uid):
             return None
-        data = (secret.get("data") or {}).get(AGENT_TOKEN_KEY)
-        return base64.b64decode(data).decode() if data else None
+        meta, now = secret.get("metadata") or {}, self.now()
+        rotated = _parse_time((meta.get("annotations") or {}).get(ANNOTATION_ROTATED_AT)
+                              or meta.get("creationTimestamp")) or now
+        data = dict(secret.get("data") or {})
+        if now - rotated >= ROTATE_AFTER and data.get(AGENT_TOKEN_KEY):
+            fresh = base64.b64encode(secrets.token_urlsafe(32).encode()).decode()
+            data = {**data, agent_auth.PREVIOUS_TOKEN_SECRET_KEY: data[AGENT_TOKEN_KEY], AGENT_TOKEN_KEY: fresh}
+            self.kube.patch_secret(owner.namespace, name, {
+                "metadata": {"annotations": {ANNOTATION_ROTATED_AT: format_time(now)}},
+                "data": {AGENT_TOKEN_KEY: fresh, agent_auth.PREVIOUS_TOKEN_SECRET_KEY: data[
+                    agent_auth.PREVIOUS_TOKEN_SECRET_KEY]}})
+            rotated = now
+        key = AGENT_TOKEN_KEY
+        if now - rotated < ROTATION_GRACE and data.get(agent_auth.PREVIOUS_TOKEN_SECRET_KEY):
+            key = agent_auth.PREVIOUS_TOKEN_SECRET_KEY
+        value = data.get(key)
+        return base64.b64decode(value).decode() if value else None
 
     def _swap(self, owner: Owner, spec, swap: model_swap.Plan, observed: planning.Observed, generation: int) -> None:
         # Bound to this generation: the agent refuses a replayed command of an older one.
@@ -363,6 +401,13 @@ def model_status(spec) -> dict[str, Any]:
     if model.sha256:
         out["sha256"] = model.sha256
     return out
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
 
 
 def _earliest(*delays: float | None) -> float | None:

@@ -68,10 +68,11 @@ def agent_reports(agents: Agents, pods: list[Mapping[str, Any]], revision: str) 
 
 
 def observe(observed: planning.Observed, agents: Agents | None, md_name: str, spec: Spec, revision: str,
-            previous: Mapping[str, Any], replicas: int) -> planning.Observed:
+            previous: Mapping[str, Any], replicas: int, verify: bool = False) -> planning.Observed:
     """``observed`` (the children, :func:`children`) with the agents' reports when a swap is due (the pods
-    of ``revision`` must move to a new model and all ``replicas`` run the current template)."""
-    if agents is None or not planning.swap_due(previous, revision, spec):
+    of ``revision`` must move to a new model and all ``replicas`` run the current template), or when a
+    steady-state check of what the pods serve is due (``verify``)."""
+    if agents is None or not (verify or planning.swap_due(previous, revision, spec)):
         return observed
     deployment = observed.deployments.get(planning.stable_deployment(md_name, previous, observed))
     if not planning.rolled_out(deployment, replicas):

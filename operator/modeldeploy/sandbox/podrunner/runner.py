@@ -48,6 +48,8 @@ from modeldeploy.sandbox.podrunner import claim, lifecycle, plan, triton
 from modeldeploy.sandbox.podrunner.lifecycle import Run
 
 MERGE = "application/merge-patch+json"
+#: Seconds between two refreshes of a running pod's Secret/ConfigMap volumes (the kubelet's sync is ~1 min).
+VOLUME_SYNC_SECONDS = 10.0
 LEASE_SECONDS = 40
 
 
@@ -60,6 +62,7 @@ class PodState:
     logs: dict[str, Path] = field(default_factory=dict)
     ports: dict[int, int] = field(default_factory=dict)
     volumes_ready: bool = False
+    volumes_synced: float = 0.0  # when API-backed volumes were last written (the kubelet refreshes them too)
     kill_deadline: float | None = None
     ip: str | None = None
     """The pod's address (pod network), None until given or in the loopback fallback."""
@@ -258,10 +261,19 @@ class PodRunner:
             self._write_status(state)
             return
         lookup = self._lookup(pod["metadata"]["namespace"])
+        if state.volumes_ready and now - state.volumes_synced >= VOLUME_SYNC_SECONDS:
+            # Like the kubelet's periodic sync: a changed Secret or ConfigMap reaches running pods (a rotated
+            # agent token, say); subPath files excepted on a cluster, immutable here anyway.
+            try:
+                self._materialise_volumes(pod, lookup, state.address)
+            except plan.PlanError:
+                pass  # keep what the pod has; the next sync tries again
+            state.volumes_synced = now
         if not state.volumes_ready:
             try:
                 self._materialise_volumes(pod, lookup, state.address)
                 state.volumes_ready = True
+                state.volumes_synced = now
             except plan.PlanError as exc:
                 for name in all_containers:
                     state.runs[name] = lifecycle.cannot_start(state.runs.get(name, Run(name)), exc.reason, exc.message)
@@ -334,7 +346,11 @@ class PodRunner:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if target.name == "config.pbtxt":
                     content = triton.adapt_config_pbtxt(content.decode()).encode()
-                target.write_bytes(content)
+                if target.is_file() and target.read_bytes() == content:
+                    continue
+                staged = target.with_name(f".{target.name}.tmp")
+                staged.write_bytes(content)
+                staged.replace(target)  # atomic: a reader never sees half a file
 
     def _reap(self, state: PodState, init_names: set[str]) -> None:
         policy = (state.pod.get("spec") or {}).get("restartPolicy") or "Always"

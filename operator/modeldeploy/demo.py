@@ -171,6 +171,9 @@ def run_demo(down: bool = False) -> int:
     if not _compress_for_real(kubectl, box):
         _say(f"operator log: {log}")
         return 1
+    if not _alert_for_real(kubectl, box):
+        _say(f"operator log: {log}")
+        return 1
     _say(f"explore:  export KUBECONFIG={box.kubeconfig_path} PATH={Path(kubectl.binary).parent}:$PATH")
     if box.gateway_url:
         _say(f"          curl -H 'Host: {LIVE}.{NAMESPACE}' {box.gateway_url}/v2/models/digits  "
@@ -179,6 +182,41 @@ def run_demo(down: bool = False) -> int:
     _say(f"          kubectl get jobs,configmaps -l {c.LABEL_COMPONENT}={COMPONENT}; kubectl explain md.spec")
     _say("stop:     make down")
     return 0
+
+
+UNPLACEABLE = "no-such-gpu"
+
+
+def _alert_for_real(kubectl, box, timeout: float = 120) -> bool:
+    """Monitoring: a ModelDeployment asking for a GPU product no node has fires ModelDeploymentNotReady
+    through the sandbox's Prometheus (the operator's metrics, the chart's rules) and Alertmanager."""
+    from modeldeploy.sandbox import alertmanager
+
+    if not (box.prometheus_url and box.alertmanager_url):
+        _say("monitoring: skipped (no Prometheus or Alertmanager in this sandbox)")
+        return True
+    _say(f"monitoring: Prometheus {box.prometheus_url}, Alertmanager {box.alertmanager_url}; "
+         f"a ModelDeployment {UNPLACEABLE} asks for a GPU product that no node has")
+    body = yaml.safe_load(EXAMPLE.read_text())
+    body["metadata"] = {"name": UNPLACEABLE}
+    body["spec"]["replicas"] = 1
+    body["spec"]["resources"]["gpu"]["product"] = "NVIDIA-B300-SXM6-AC"
+    kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(body))
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            firing = alertmanager.get_alerts(box.alertmanager_url, 'alertname="ModelDeploymentNotReady"',
+                                             f'modeldeployment="{UNPLACEABLE}"')
+            if firing:
+                annotations = firing[0].get("annotations") or {}
+                _say(f"alert firing: ModelDeploymentNotReady ({firing[0]['labels'].get('severity')}): "
+                     f"{annotations.get('description', annotations.get('summary', ''))}")
+                return True
+            time.sleep(2)
+        _say(f"no ModelDeploymentNotReady alert for {UNPLACEABLE} within {timeout:.0f}s")
+        return False
+    finally:
+        kubectl("delete", "modeldeployment", UNPLACEABLE, "-n", NAMESPACE, "--wait=false")
 
 
 def _model_dir(box) -> Path:

@@ -22,6 +22,8 @@ import yaml
 
 from modeldeploy.api import constants as c
 
+from modeldeploy.sandbox.processes import pid_alive
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "digits.yaml"
 NAMESPACE = "default"
@@ -37,14 +39,6 @@ def _say(msg: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
-
-
 def _operator_pidfile(state_dir: Path) -> Path:
     return state_dir / "operator.pid"
 
@@ -54,7 +48,7 @@ def start_operator(kubeconfig: Path, state_dir: Path, prometheus_url: str | None
     """Start ``modeldeploy operator`` detached (told where the sandbox's Prometheus is, serving its own
     metrics where that Prometheus scrapes them), unless one started by the demo still runs."""
     pidfile, log = _operator_pidfile(state_dir), state_dir / "operator.log"
-    if pidfile.exists() and _pid_alive(int(pidfile.read_text())):
+    if pidfile.exists() and pid_alive(int(pidfile.read_text())):
         _say(f"operator already running (pid {pidfile.read_text().strip()}), log {log}")
         return log
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT / "operator")}
@@ -74,10 +68,10 @@ def stop_operator(state_dir: Path) -> None:
     pidfile = _operator_pidfile(state_dir)
     if pidfile.exists():
         pid = int(pidfile.read_text())
-        if _pid_alive(pid):
+        if pid_alive(pid):
             os.kill(pid, signal.SIGTERM)
             for _ in range(50):
-                if not _pid_alive(pid):
+                if not pid_alive(pid):
                     break
                 time.sleep(0.2)
             else:

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -35,6 +34,8 @@ import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from modeldeploy.sandbox import processes
 
 ROOT = Path(__file__).resolve().parents[3]
 #: The rules file: the single source the chart renders too.
@@ -188,34 +189,12 @@ def write_config(home: Path, webhook_url: str, **timing: str) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tail(path: Path, size: int = 3000) -> str:
-    try:
-        return path.read_bytes()[-size:].decode(errors="replace")
-    except OSError as exc:
-        return f"(no log: {exc})"
+free_port = processes.free_port
 
 
 def wait_ready(url: str, proc: subprocess.Popen | None, log: Path, timeout: float) -> None:
     """Poll ``/-/ready`` until 200; fail early if the process exits."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AlertmanagerError(f"alertmanager exited with {proc.returncode}; from {log}:\n{_tail(log)}")
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (OSError, urllib.error.URLError) as exc:
-            last = str(exc)
-        time.sleep(0.2)
-    raise AlertmanagerError(f"alertmanager at {url} not ready within {timeout:.0f}s ({last}); from {log}:\n{_tail(log)}")
+    processes.wait_http_ready(url, proc, log, timeout, "alertmanager", AlertmanagerError)
 
 
 def start(binary: Path, home: Path, log: Path, pidfile: Path, webhook_url: str, timeout: float = 30.0,

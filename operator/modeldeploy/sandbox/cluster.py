@@ -55,7 +55,7 @@ from typing import Any, Iterator, TextIO
 
 import yaml
 
-from . import binaries, nodes, podnet, supervisor, tools
+from . import binaries, nodes, podnet, processes, supervisor, tools
 from . import alertmanager as alerting
 from . import prometheus as prom
 from .gateway import crds as gateway_crds
@@ -271,19 +271,7 @@ def _tail(path: Path, lines: int = 15) -> str:
         return f"(no log: {exc})"
 
 
-def _pid_alive(pid: int) -> bool:
-    """Alive and not a zombie (orphans are reaped late on some hosts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+_pid_alive = processes.pid_alive
 
 
 class Sandbox:
@@ -678,8 +666,8 @@ class Sandbox:
             return "; no Alertmanager (make setup installs prometheus-alertmanager)"
         home = self.alerting_dir
         home.mkdir(parents=True, exist_ok=True)
-        (home / "operator-metrics").write_text(f"127.0.0.1:{alerting.free_port()}")
-        port = alerting.free_port()
+        (home / "operator-metrics").write_text(f"127.0.0.1:{processes.free_port()}")
+        port = processes.free_port()
         log = open(self.log_path("webhook"), "ab")
         proc = subprocess.Popen([sys.executable, "-m", "modeldeploy.sandbox.webhook", "--port", str(port),
                                  "--log", str(home / "notifications.jsonl")], stdout=log, stderr=subprocess.STDOUT,

@@ -36,16 +36,15 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Protocol
 
 from modeldeploy.api import constants as c
+
+from modeldeploy.sandbox import processes
 
 JOB = "triton"
 SCRAPE_INTERVAL = "2s"
@@ -285,35 +284,12 @@ def ensure_binary(out: Any = None, timeout: float = 3600.0) -> Path:
     return folder / "prometheus"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tail(path: Path, size: int = 3000) -> str:
-    try:
-        data = path.read_bytes()[-size:]
-    except OSError as exc:
-        return f"(no log: {exc})"
-    return data.decode(errors="replace")
+_free_port = processes.free_port
 
 
 def wait_ready(url: str, proc: subprocess.Popen | None, log: Path, timeout: float) -> None:
     """Poll ``/-/ready`` until 200; fail early if the process exits."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise PrometheusError(f"prometheus exited with {proc.returncode}; from {log}:\n{_tail(log)}")
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (OSError, urllib.error.URLError) as exc:
-            last = str(exc)
-        time.sleep(0.2)
-    raise PrometheusError(f"prometheus at {url} not ready within {timeout:.0f}s ({last}); from {log}:\n{_tail(log)}")
+    processes.wait_http_ready(url, proc, log, timeout, "prometheus", PrometheusError)
 
 
 def start(binary: Path, home: Path, log: Path, pidfile: Path, api_server: str, ca_pem: str, token: str,

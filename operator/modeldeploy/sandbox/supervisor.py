@@ -16,7 +16,6 @@ Pure: :func:`components_from_config`, :func:`decide`. I/O: :class:`Supervisor`.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -28,6 +27,8 @@ from typing import Any, Callable, Iterable, Mapping, TextIO
 import yaml
 
 from modeldeploy.sandbox.podrunner.lifecycle import BACKOFF_RESET_S, backoff
+
+from modeldeploy.sandbox import processes
 
 STATE_FILE = "supervisor.json"
 
@@ -98,19 +99,7 @@ def decide(track: Track, alive: bool, now: float) -> tuple[Track, bool]:
     return track, False
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+_alive = processes.pid_alive
 
 
 class Supervisor:

@@ -138,6 +138,7 @@ class OperatorProcess:
 def operator(sandbox, kubeconfig, crd_installed, tmp_path_factory):
     env = {"MODELDEPLOY_PROMETHEUS_URL": sandbox.prometheus_url} if sandbox.prometheus_url else {}
     proc = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log", extra_env=env)
+    proc.extra_args = ["--no-leader-election"]  # the session's only cluster-wide operator
     proc.start()
     yield proc
     proc.stop()

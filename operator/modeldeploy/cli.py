@@ -53,6 +53,9 @@ def _run_operator(args: argparse.Namespace) -> int:
         config.load_kube_config()
     api = client.ApiClient()
     api.user_agent = kube_adapter.USER_AGENT
+    # The kubernetes client imports each API class on first use (about a second for them all here):
+    # pay that while standing by, not between taking the Lease and the first reconcile.
+    kube_adapter.Kube()
     store = KubeLeaseStore(api, args.lease_namespace, args.lease_name)
     logging.getLogger(__name__).info("leader election: Lease %s/%s, identity %s", args.lease_namespace,
                                      args.lease_name, identity)

@@ -153,13 +153,18 @@ class Elector:
 
 def wait_until_leading(elector: Elector, stop: threading.Event) -> bool:
     """Standby loop: look every ``standby_period`` until this process leads (True) or ``stop`` (False)."""
-    holder = object()
+    holder: object = object()
+    last_error = None
     while not stop.is_set():
         try:
             action, why = elector.step()
         except LeaseError as err:
-            log.warning("standby: cannot read the Lease, will retry: %s", err)
+            if str(err) != last_error:  # once per distinct error, not every second
+                log.warning("standby: the Lease request failed, retrying every %gs: %s",
+                            elector.timing.standby_period, err)
+            last_error = str(err)
         else:
+            last_error = None
             if elector.leading:
                 log.info("leading: %s (%s); starting the operator", action.value, why)
                 return True

@@ -29,6 +29,8 @@ class Request:
     code: int
     at: datetime  # when the API server answered (stageTimestamp)
     uri: str
+    received: datetime  # when the API server received it (requestReceivedTimestamp)
+    stage: str = "ResponseComplete"
 
     @property
     def write(self) -> bool:
@@ -45,8 +47,9 @@ def _time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def read(log: Path, offset: int = 0) -> Iterator[Request]:
-    """Completed requests logged after byte ``offset`` (one ResponseComplete event per request)."""
+def read(log: Path, offset: int = 0, stages: tuple[str, ...] = ("ResponseComplete",)) -> Iterator[Request]:
+    """Requests logged after byte ``offset``: one ResponseComplete event per completed request; add
+    ``ResponseStarted`` to see watches that are still open."""
     with open(log, "rb") as fh:
         fh.seek(offset)
         for line in fh:
@@ -54,7 +57,7 @@ def read(log: Path, offset: int = 0) -> Iterator[Request]:
                 event = json.loads(line)
             except ValueError:
                 continue  # a line being written
-            if event.get("stage") != "ResponseComplete":
+            if event.get("stage") not in stages:
                 continue
             ref = event.get("objectRef") or {}
             resource = ref.get("resource", "")
@@ -63,7 +66,8 @@ def read(log: Path, offset: int = 0) -> Iterator[Request]:
             yield Request(verb=event.get("verb", ""), resource=resource, namespace=ref.get("namespace", ""),
                           name=ref.get("name", ""), user_agent=event.get("userAgent", ""),
                           code=(event.get("responseStatus") or {}).get("code", 0),
-                          at=_time(event["stageTimestamp"]), uri=event.get("requestURI", ""))
+                          at=_time(event["stageTimestamp"]), uri=event.get("requestURI", ""),
+                          received=_time(event["requestReceivedTimestamp"]), stage=event["stage"])
 
 
 def operator_requests(log: Path, offset: int, namespace: str) -> list[Request]:

@@ -44,4 +44,4 @@ down: $(VENV)/.installed
 	$(PY) -m modeldeploy demo --down
 
 bench: setup
-	$(PY) tests/bench/bench_ready.py --count 200
+	$(PY) tests/bench/bench_ready.py --count 1000

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import json
 import math
 import os
 import subprocess
@@ -43,6 +42,7 @@ from modeldeploy.api import constants as c  # noqa: E402
 from modeldeploy.api.spec import parse_spec  # noqa: E402
 from modeldeploy.render import names  # noqa: E402
 from modeldeploy.render.triton import Owner, RenderOptions, render_deployment  # noqa: E402
+from modeldeploy.sandbox import audit  # noqa: E402
 from modeldeploy.sandbox.cluster import Sandbox  # noqa: E402
 from modeldeploy.sandbox.crd import install_crd  # noqa: E402
 from modeldeploy.sandbox.kubeapi import KubeHttp  # noqa: E402
@@ -127,47 +127,19 @@ def run_floor(api, count: int) -> float:
     return t1 - t0
 
 
-def audit_log(box: Sandbox) -> Path | None:
-    for candidate in box.workdir.rglob("audit.log"):
-        return candidate
-    return None
-
-
-AGENTS = ("kopf/", "modeldeploy-operator/")
+AGENTS = audit.OPERATOR_AGENTS
 IDENTITIES = ("bench-a", "bench-b")  # the leader and the standby
 LEASE_NS, LEASE = "bench-md", "modeldeploy-operator"
+FAILOVER = "zz-failover"
 
 
-def audit_events(log: Path, offset: int):
-    """(stage timestamp, user agent, verb, resource, namespace) of completed operator requests after ``offset``."""
-    with open(log, "rb") as fh:
-        fh.seek(offset)
-        for line in fh:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("stage") != "ResponseComplete" or not event.get("userAgent", "").startswith(AGENTS):
-                continue
-            ref = event.get("objectRef") or {}
-            resource = ref.get("resource", "") + ("/" + ref["subresource"] if ref.get("subresource") else "")
-            stamp = datetime.fromisoformat(event["stageTimestamp"].replace("Z", "+00:00")).timestamp()
-            yield stamp, event["userAgent"], event.get("verb"), resource, ref.get("namespace", "")
-
-
-def client_of(agent: str) -> str:
-    """kopf, or the operator identity in the user agent (bench-a / bench-b)."""
-    for identity in IDENTITIES:
-        if f"({identity})" in agent:
-            return identity
-    return agent.split("/")[0]
-
-
-def count_requests(log: Path, offset: int, since: float = 0.0, until: float = float("inf")) -> Counter:
+def count_requests(cursor: audit.Cursor, since: float = 0.0, until: float = float("inf")) -> Counter:
+    """Operator requests logged since ``cursor`` and answered between ``since`` and ``until``, by
+    (client, verb, resource)."""
     counts: Counter = Counter()
-    for stamp, agent, verb, resource, _ in audit_events(log, offset):
-        if since <= stamp <= until:
-            counts[(client_of(agent), verb, resource)] += 1
+    for r in audit.operator_requests(cursor.read()):
+        if since <= r.at.timestamp() <= until:
+            counts[(audit.client_of(r.user_agent, IDENTITIES), r.verb, r.resource)] += 1
     return counts
 
 
@@ -192,11 +164,12 @@ def lease_holder(api) -> str | None:
         raise
 
 
-def start_operator(box: Sandbox, kubeconfig: str, identity: str, verbose: bool = False) -> subprocess.Popen:
-    env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONPATH": str(ROOT / "operator")}
+def start_operator(box: Sandbox, kubeconfig: str, identity: str, workers: int) -> subprocess.Popen:
+    env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONPATH": str(ROOT / "operator"),
+           "MODELDEPLOY_WORKERS": str(workers)}
     log = open(box.workdir / f"bench-operator-{identity}.log", "w")
     return subprocess.Popen([sys.executable, "-m", "modeldeploy", "operator", "--lease-namespace", LEASE_NS,
-                             "--identity", identity, *(["--verbose"] if verbose else [])],
+                             "--identity", identity],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -209,15 +182,23 @@ def all_ready(custom, ns: str, count: int) -> bool:
     return len(items) == count and all((m.get("status") or {}).get("phase") == "Ready" for m in items)
 
 
-def run_operator(api, box: Sandbox, kubeconfig: str, count: int, idle_seconds: float) -> dict:
+def log_time(log: Path, text: str) -> float | None:
+    """The time of the first line of ``log`` that contains ``text`` (the operator's log format)."""
+    for line in log.read_text().splitlines():
+        if text in line:
+            return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return None
+
+
+def run_operator(api, box: Sandbox, kubeconfig: str, count: int, idle_seconds: float, workers: int) -> dict:
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     ns = LEASE_NS
     fresh_namespace(core, ns)
-    log = audit_log(box)
-    offset = log.stat().st_size if log else 0
-    leader = start_operator(box, kubeconfig, IDENTITIES[0])
+    logs = audit.log_dir(box)
+    cursor = audit.Cursor.mark(logs)
+    leader = start_operator(box, kubeconfig, IDENTITIES[0], workers)
     wait_until(lambda: lease_holder(api) == IDENTITIES[0], 120, "the leader holding the Lease")
-    standby = start_operator(box, kubeconfig, IDENTITIES[1])
+    standby = start_operator(box, kubeconfig, IDENTITIES[1], workers)
     leader_log = box.workdir / f"bench-operator-{IDENTITIES[0]}.log"
     wait_until(lambda: "modeldeploy operator configured" in leader_log.read_text(), 120, "the leader configured")
     result: dict = {}
@@ -231,45 +212,45 @@ def run_operator(api, box: Sandbox, kubeconfig: str, count: int, idle_seconds: f
         ready_at = time.time()
         result["peak_rss_mib"] = proc_status(leader.pid, "VmHWM") / 1024
         result["standby_rss_mib"] = proc_status(standby.pid, "VmHWM") / 1024
-        if log:
-            result["requests"] = count_requests(log, offset, until=ready_at)
+        result["requests"] = count_requests(cursor, until=ready_at)
 
         say(f"idle: {idle_seconds:.0f}s with {count} Ready ModelDeployments and no change")
-        idle_offset = log.stat().st_size if log else 0
+        idle_cursor = audit.Cursor.mark(logs)
         cpu0, w0 = cpu_seconds(leader.pid), time.time()
         time.sleep(idle_seconds)
         cpu1, w1 = cpu_seconds(leader.pid), time.time()
         minutes = (w1 - w0) / 60
         result["idle_cpu_per_min"] = (cpu1 - cpu0) / minutes
         result["idle_rss_mib"] = proc_status(leader.pid, "VmRSS") / 1024
-        if log:
-            result["idle_requests"] = count_requests(log, idle_offset, since=w0, until=w1)
-            result["idle_minutes"] = minutes
+        result["idle_requests"] = count_requests(idle_cursor, since=w0, until=w1)
+        result["idle_minutes"] = minutes
 
         say("failover: SIGKILL the leader, create one more ModelDeployment")
-        fail_offset = log.stat().st_size if log else 0
+        fail_cursor = audit.Cursor.mark(logs)
         leader.send_signal(signal.SIGKILL)
         leader.wait()
         killed = time.time()
-        custom.create_namespaced_custom_object(c.GROUP, c.VERSION, ns, c.PLURAL, md_body("failover"))
+        # Named to sort last: the new leader's first pass over the cache reaches it after every other one.
+        custom.create_namespaced_custom_object(c.GROUP, c.VERSION, ns, c.PLURAL, md_body(FAILOVER))
         taken = wait_until(lambda: lease_holder(api) == IDENTITIES[1], 120, "the standby holding the Lease",
                            interval=0.1)
         taken_at = time.time() - (time.monotonic() - taken)
 
         def failover_ready():
-            md = custom.get_namespaced_custom_object(c.GROUP, c.VERSION, ns, c.PLURAL, "failover")
+            md = custom.get_namespaced_custom_object(c.GROUP, c.VERSION, ns, c.PLURAL, FAILOVER)
             return (md.get("status") or {}).get("phase") == "Ready"
         done = wait_until(failover_ready, 1800, "the failover ModelDeployment Ready", interval=0.1)
         ready_at = time.time() - (time.monotonic() - done)
         result["failover_lease_s"] = taken_at - killed
         result["failover_ready_s"] = ready_at - killed
-        if log:
-            writes = [stamp for stamp, agent, verb, resource, _ in audit_events(log, fail_offset)
-                      if client_of(agent) == IDENTITIES[1] and verb in ("create", "update", "patch", "delete")
-                      and resource != "leases"]
-            result["failover_first_write_s"] = min(writes) - killed if writes else None
-            result["failover_requests"] = count_requests(log, fail_offset, since=killed, until=ready_at)
+        writes = [r.received.timestamp() for r in audit.operator_requests(fail_cursor.read())
+                  if audit.client_of(r.user_agent, IDENTITIES) == IDENTITIES[1] and r.write and r.resource != "leases"]
+        result["failover_first_write_s"] = min(writes) - killed if writes else None
+        result["failover_requests"] = count_requests(fail_cursor, since=killed, until=ready_at)
         result["new_leader_peak_rss_mib"] = proc_status(standby.pid, "VmHWM") / 1024
+        standby_log = box.workdir / f"bench-operator-{IDENTITIES[1]}.log"
+        leading, configured = log_time(standby_log, "leading:"), log_time(standby_log, "operator configured")
+        result["failover_start_s"] = configured - leading if leading and configured else None
     finally:
         for proc in (leader, standby):
             if proc.poll() is None:
@@ -306,6 +287,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--idle-seconds", type=float, default=120.0)
+    parser.add_argument("--workers", type=int, default=8, help="MODELDEPLOY_WORKERS (the chart's default: 8)")
     args = parser.parse_args()
 
     box = Sandbox()
@@ -326,8 +308,9 @@ def main() -> int:
     say(f"floor: {args.count} plain Deployments (same pod template)")
     floor = run_floor(api, args.count)
     say(f"floor: {floor:.1f}s")
-    say(f"operator: {args.count} ModelDeployments (leader {IDENTITIES[0]}, standby {IDENTITIES[1]})")
-    op = run_operator(api, box, kubeconfig, args.count, args.idle_seconds)
+    say(f"operator: {args.count} ModelDeployments (leader {IDENTITIES[0]}, standby {IDENTITIES[1]}, "
+        f"{args.workers} workers)")
+    op = run_operator(api, box, kubeconfig, args.count, args.idle_seconds, args.workers)
     say(f"operator: {op['seconds']:.1f}s")
     n = args.count
 
@@ -336,18 +319,18 @@ def main() -> int:
     print("\n| N | plain Deployments Ready | ModelDeployments Ready | ratio | leader peak RSS | standby RSS | "
           "operator API requests per ModelDeployment |")
     print("|---|---|---|---|---|---|---|")
-    requests = op.get("requests")
-    lease_free = Counter({k: v for k, v in (requests or {}).items() if k[2] != "leases"})
-    per_md = f"{sum(lease_free.values()) / n:.1f}" if requests is not None else "n/a (no audit log)"
+    requests = op["requests"]
+    lease_free = Counter({k: v for k, v in requests.items() if k[2] != "leases"})
+    per_md = f"{sum(lease_free.values()) / n:.1f}"
     print(f"| {n} | {floor:.1f} s | {op['seconds']:.1f} s | {op['seconds'] / floor:.2f} | "
           f"{op['peak_rss_mib']:.0f} MiB | {op['standby_rss_mib']:.0f} MiB | {per_md} |")
-    if requests is not None:
+    if requests:
         print(f"\ncreate -> Ready: requests by client, verb and resource (Lease requests: "
               f"{sum(requests.values()) - sum(lease_free.values())}, not per ModelDeployment):")
         print("\n".join(per_md_table(lease_free, n)))
     print(f"\nidle ({op.get('idle_minutes', args.idle_seconds / 60):.1f} min, {n} Ready): leader CPU "
           f"{op['idle_cpu_per_min']:.2f} s per minute, RSS {op['idle_rss_mib']:.0f} MiB")
-    if "idle_requests" in op:
+    if op["idle_requests"]:
         minutes = op["idle_minutes"]
         print(f"requests per minute: {sum(op['idle_requests'].values()) / minutes:.1f}")
         for (who, verb, resource), k in sorted(op["idle_requests"].items(), key=lambda kv: -kv[1]):
@@ -356,8 +339,9 @@ def main() -> int:
     print(f"\nfailover: SIGKILL -> standby holds the Lease {op['failover_lease_s']:.1f} s -> first write "
           f"{'n/a' if first is None else f'{first:.1f} s'} -> new ModelDeployment Ready {op['failover_ready_s']:.1f} s "
           f"(takeover bound {Timing().takeover_bound():.0f} s); new leader's peak RSS "
-          f"{op['new_leader_peak_rss_mib']:.0f} MiB")
-    if "failover_requests" in op:
+          f"{op['new_leader_peak_rss_mib']:.0f} MiB; its Kopf start and cache fill took "
+          f"{op['failover_start_s'] or float('nan'):.1f} s")
+    if op["failover_requests"]:
         print("requests from the kill until that ModelDeployment was Ready:")
         for (who, verb, resource), k in sorted(op["failover_requests"].items(), key=lambda kv: -kv[1]):
             print(f"  {who} {verb} {resource}: {k}")

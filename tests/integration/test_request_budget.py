@@ -1,6 +1,6 @@
 """A regression guard on API load: the requests of one ModelDeployment's create -> Ready path.
 
-Counted in the sandbox API server's audit log (tests/integration/audit.py), by verb and resource, for
+Counted in the sandbox API server's audit log (modeldeploy/sandbox/audit.py), by verb and resource, for
 the operator's requests (ours and Kopf's) about objects in the test's namespace, from the create until
 the operator has been quiet for a while after Ready. The budget is what the restructured operator
 (watch cache, work queue, AppliedMemo) makes today, measured as in docs/benchmarks.md; the test fails
@@ -18,8 +18,8 @@ import pytest
 from kubernetes import client
 
 from modeldeploy.api import constants as c
+from modeldeploy.sandbox import audit
 
-from . import audit
 from .conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -54,8 +54,7 @@ def _ready(api, namespace: str, name: str):
 
 
 def test_create_to_ready_requests_stay_within_budget(api, sandbox, operator, namespace):
-    log = audit.audit_log(sandbox)
-    offset = log.stat().st_size
+    cursor = audit.Cursor.mark(audit.log_dir(sandbox))
     client.CustomObjectsApi(api).create_namespaced_custom_object(
         c.GROUP, c.VERSION, namespace, c.PLURAL,
         {"apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": {"name": "budget"}, "spec": SPEC})
@@ -66,7 +65,7 @@ def test_create_to_ready_requests_stay_within_budget(api, sandbox, operator, nam
     # Trailing events (the Deployment's last status updates) are reconciled after Ready; any request
     # they cost belongs to the path. Count until the operator has been quiet for QUIET_SECONDS.
     def quiet():
-        requests = audit.operator_requests(log, offset, namespace)
+        requests = audit.operator_requests(cursor.read(), namespace)
         last = max(r.at for r in requests).timestamp()
         return time.time() - last >= QUIET_SECONDS and requests
     requests = wait_for(quiet, 60, interval=0.5, what=f"{QUIET_SECONDS}s without operator requests")

@@ -5,6 +5,8 @@ same sandbox, in the same run, with enough extra kwok H100 nodes added for N pod
 as the chart runs it: two elected processes (leader and standby, one Lease). Reports:
 - time to all-Ready for the floor (Deployments created by 4 client threads) and for the same number
   of ModelDeployments created the same way, and their ratio;
+- the CPU seconds each control-plane process (and the operator) used during each phase, from /proc:
+  where the time goes on a shared machine, since wall-clock time there depends on the neighbours;
 - the leader's peak RSS (VmHWM from /proc) and the standby's;
 - API requests per ModelDeployment made by the operator (ours and Kopf's), by client, verb and
   resource, counted in the API server's audit log by user agent, so nothing is estimated;
@@ -100,7 +102,26 @@ def create_all(fn, items, workers: int = 4) -> None:
         list(pool.map(fn, items))
 
 
-def run_floor(api, count: int) -> float:
+CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok-controller")
+
+
+def control_plane_cpu(box: Sandbox) -> dict[str, float]:
+    """CPU seconds used so far by each control-plane process (where the time of a phase goes, whatever
+    else the machine runs)."""
+    out = {}
+    for component in CONTROL_PLANE:
+        try:
+            out[component] = cpu_seconds(int((box.workdir / "pids" / f"{component}.pid").read_text()))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before[k] for k in before if k in after}
+
+
+def run_floor(api, box: Sandbox, count: int) -> tuple[float, dict[str, float]]:
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     ns = "bench-floor"
     fresh_namespace(core, ns)
@@ -115,6 +136,7 @@ def run_floor(api, count: int) -> float:
         limits.update({k: str(v) for k, v in limits.items()})  # the typed client wants quantity strings
         dep["spec"]["template"]["spec"]["volumes"][1] = {"name": "model-config", "emptyDir": {}}
         bodies.append(dep)
+    cpu0 = control_plane_cpu(box)
     t0 = time.monotonic()
     create_all(lambda b: apps.create_namespaced_deployment(ns, b), bodies)
 
@@ -122,9 +144,10 @@ def run_floor(api, count: int) -> float:
         items = apps.list_namespaced_deployment(ns).items
         return len(items) == count and all((d.status.available_replicas or 0) == 1 for d in items)
     t1 = wait_until(all_ready, 3600, f"{count} Deployments available", interval=1.0)
+    cpu = cpu_delta(cpu0, control_plane_cpu(box))
     core.delete_namespace(ns)
     wait_until(lambda: not core.list_namespaced_pod(ns).items, 600, "floor pods gone")
-    return t1 - t0
+    return t1 - t0, cpu
 
 
 AGENTS = audit.OPERATOR_AGENTS
@@ -203,11 +226,13 @@ def run_operator(api, box: Sandbox, kubeconfig: str, count: int, idle_seconds: f
     wait_until(lambda: "modeldeploy operator configured" in leader_log.read_text(), 120, "the leader configured")
     result: dict = {}
     try:
+        cpu0, op_cpu0 = control_plane_cpu(box), cpu_seconds(leader.pid)
         t0 = time.monotonic()
         create_all(lambda b: custom.create_namespaced_custom_object(c.GROUP, c.VERSION, ns, c.PLURAL, b),
                    [md_body(f"m{i}") for i in range(count)])
         t1 = wait_until(lambda: all_ready(custom, ns, count), 3600, f"{count} ModelDeployments Ready", interval=1.0)
         result["seconds"] = t1 - t0
+        result["cpu"] = {**cpu_delta(cpu0, control_plane_cpu(box)), "operator": cpu_seconds(leader.pid) - op_cpu0}
         time.sleep(5)  # trailing status events: counted with the create path
         ready_at = time.time()
         result["peak_rss_mib"] = proc_status(leader.pid, "VmHWM") / 1024
@@ -306,7 +331,7 @@ def main() -> int:
     load = os.getloadavg()
 
     say(f"floor: {args.count} plain Deployments (same pod template)")
-    floor = run_floor(api, args.count)
+    floor, floor_cpu = run_floor(api, box, args.count)
     say(f"floor: {floor:.1f}s")
     say(f"operator: {args.count} ModelDeployments (leader {IDENTITIES[0]}, standby {IDENTITIES[1]}, "
         f"{args.workers} workers)")
@@ -319,6 +344,12 @@ def main() -> int:
     print("\n| N | plain Deployments Ready | ModelDeployments Ready | ratio | leader peak RSS | standby RSS | "
           "operator API requests per ModelDeployment |")
     print("|---|---|---|---|---|---|---|")
+    print("\nCPU seconds used during each phase (creates until all Ready), per process:")
+    print("| phase | " + " | ".join(CONTROL_PLANE) + " | operator (leader) | total |")
+    print("|---|" + "---|" * (len(CONTROL_PLANE) + 2))
+    for phase, cpu in (("plain Deployments", floor_cpu), ("ModelDeployments", op["cpu"])):
+        print(f"| {phase} | " + " | ".join(f"{cpu.get(k, 0):.1f}" for k in CONTROL_PLANE)
+              + f" | {cpu.get('operator', 0):.1f} | {sum(cpu.values()):.1f} |")
     requests = op["requests"]
     lease_free = Counter({k: v for k, v in requests.items() if k[2] != "leases"})
     per_md = f"{sum(lease_free.values()) / n:.1f}"

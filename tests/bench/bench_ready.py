@@ -43,7 +43,8 @@ from modeldeploy.policy.leader import Timing  # noqa: E402
 from modeldeploy.api import constants as c  # noqa: E402
 from modeldeploy.api.spec import parse_spec  # noqa: E402
 from modeldeploy.render import names  # noqa: E402
-from modeldeploy.render.triton import Owner, RenderOptions, render_deployment  # noqa: E402
+from modeldeploy.render.triton import (AGENT_TOKEN_KEY, Owner, RenderOptions, render_children,  # noqa: E402
+                                      render_deployment)
 from modeldeploy.sandbox import audit  # noqa: E402
 from modeldeploy.sandbox.cluster import Sandbox  # noqa: E402
 from modeldeploy.sandbox.crd import install_crd  # noqa: E402
@@ -121,24 +122,45 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     return {k: after[k] - before[k] for k in before if k in after}
 
 
-def run_floor(api, box: Sandbox, count: int) -> tuple[float, dict[str, float]]:
+def floor_objects(ns: str, i: int, children: bool) -> list[dict]:
+    """The objects of one floor entry: the Deployment the operator renders (without owner), and with
+    ``children`` also what it renders next to it — model-source Secret, config ConfigMap, Service,
+    agent-token Secret — so that the only difference left to the operator run is the operator."""
+    spec = parse_spec(f"m{i}", SPEC)
+    options = RenderOptions()
+    rev = names.revision_of(spec, options.triton_image, options.fetcher_image)
+    owner = Owner(f"m{i}", ns, "0")
+    objs = render_children(owner, spec, rev, options) if children else [render_deployment(owner, spec, rev, options)]
+    if children:
+        objs.insert(0, {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                        "metadata": {"name": names.agent_token_name(owner.name), "namespace": ns},
+                        "stringData": {AGENT_TOKEN_KEY: "bench"}})
+    for obj in objs:
+        obj["metadata"].pop("ownerReferences", None)
+        if obj["kind"] == "Deployment":
+            limits = obj["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+            limits.update({k: str(v) for k, v in limits.items()})  # the typed client wants quantity strings
+            if not children:  # no ConfigMap to mount
+                volumes = obj["spec"]["template"]["spec"]["volumes"]
+                volumes[:] = [v if v["name"] != "model-config" else {"name": "model-config", "emptyDir": {}}
+                              for v in volumes]
+    return objs
+
+
+def run_floor(api, box: Sandbox, count: int, children: bool = False) -> tuple[float, dict[str, float]]:
+    """Create ``count`` floor entries (4 client threads, one create request per object); seconds until
+    every Deployment is available, and the control plane's CPU seconds meanwhile."""
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     ns = "bench-floor"
     fresh_namespace(core, ns)
-    spec = parse_spec("m", SPEC)
-    options = RenderOptions()
-    rev = names.revision_of(spec, options.triton_image, options.fetcher_image)
-    bodies = []
-    for i in range(count):
-        dep = render_deployment(Owner(f"m{i}", ns, "0"), spec, rev, options)
-        dep["metadata"].pop("ownerReferences")
-        limits = dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-        limits.update({k: str(v) for k, v in limits.items()})  # the typed client wants quantity strings
-        dep["spec"]["template"]["spec"]["volumes"][1] = {"name": "model-config", "emptyDir": {}}
-        bodies.append(dep)
+    creators = {"Deployment": lambda o: apps.create_namespaced_deployment(ns, o),
+                "Service": lambda o: core.create_namespaced_service(ns, o),
+                "ConfigMap": lambda o: core.create_namespaced_config_map(ns, o),
+                "Secret": lambda o: core.create_namespaced_secret(ns, o)}
+    entries = [floor_objects(ns, i, children) for i in range(count)]
     cpu0 = control_plane_cpu(box)
     t0 = time.monotonic()
-    create_all(lambda b: apps.create_namespaced_deployment(ns, b), bodies)
+    create_all(lambda objs: [creators[o["kind"]](o) for o in objs], entries)
 
     def all_ready():
         items = apps.list_namespaced_deployment(ns).items
@@ -147,6 +169,7 @@ def run_floor(api, box: Sandbox, count: int) -> tuple[float, dict[str, float]]:
     cpu = cpu_delta(cpu0, control_plane_cpu(box))
     core.delete_namespace(ns)
     wait_until(lambda: not core.list_namespaced_pod(ns).items, 600, "floor pods gone")
+    wait_until(lambda: ns not in {n.metadata.name for n in core.list_namespace().items}, 600, f"{ns} deleted")
     return t1 - t0, cpu
 
 
@@ -333,6 +356,9 @@ def main() -> int:
     say(f"floor: {args.count} plain Deployments (same pod template)")
     floor, floor_cpu = run_floor(api, box, args.count)
     say(f"floor: {floor:.1f}s")
+    say(f"floor with children: {args.count} Deployments + the Service, ConfigMap and Secrets the operator renders")
+    with_children, children_cpu = run_floor(api, box, args.count, children=True)
+    say(f"floor with children: {with_children:.1f}s")
     say(f"operator: {args.count} ModelDeployments (leader {IDENTITIES[0]}, standby {IDENTITIES[1]}, "
         f"{args.workers} workers)")
     op = run_operator(api, box, kubeconfig, args.count, args.idle_seconds, args.workers)
@@ -342,19 +368,21 @@ def main() -> int:
     print(f"\nload average before the run: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; after: "
           + " ".join(f"{x:.1f}" for x in os.getloadavg()))
     print("\n| N | plain Deployments Ready | ModelDeployments Ready | ratio | leader peak RSS | standby RSS | "
-          "operator API requests per ModelDeployment |")
-    print("|---|---|---|---|---|---|---|")
-    print("\nCPU seconds used during each phase (creates until all Ready), per process:")
-    print("| phase | " + " | ".join(CONTROL_PLANE) + " | operator (leader) | total |")
-    print("|---|" + "---|" * (len(CONTROL_PLANE) + 2))
-    for phase, cpu in (("plain Deployments", floor_cpu), ("ModelDeployments", op["cpu"])):
-        print(f"| {phase} | " + " | ".join(f"{cpu.get(k, 0):.1f}" for k in CONTROL_PLANE)
-              + f" | {cpu.get('operator', 0):.1f} | {sum(cpu.values()):.1f} |")
+          "operator API requests per ModelDeployment | the same objects without the operator | ratio to them |")
+    print("|---|---|---|---|---|---|---|---|---|")
     requests = op["requests"]
     lease_free = Counter({k: v for k, v in requests.items() if k[2] != "leases"})
     per_md = f"{sum(lease_free.values()) / n:.1f}"
     print(f"| {n} | {floor:.1f} s | {op['seconds']:.1f} s | {op['seconds'] / floor:.2f} | "
-          f"{op['peak_rss_mib']:.0f} MiB | {op['standby_rss_mib']:.0f} MiB | {per_md} |")
+          f"{op['peak_rss_mib']:.0f} MiB | {op['standby_rss_mib']:.0f} MiB | {per_md} | {with_children:.1f} s | "
+          f"{op['seconds'] / with_children:.2f} |")
+    print("\nCPU seconds used during each phase (creates until all Ready), per process:")
+    print("| phase | " + " | ".join(CONTROL_PLANE) + " | operator (leader) | total |")
+    print("|---|" + "---|" * (len(CONTROL_PLANE) + 2))
+    for phase, cpu in (("plain Deployments", floor_cpu), ("the same objects without the operator", children_cpu),
+                       ("ModelDeployments", op["cpu"])):
+        print(f"| {phase} | " + " | ".join(f"{cpu.get(k, 0):.1f}" for k in CONTROL_PLANE)
+              + f" | {cpu.get('operator', 0):.1f} | {sum(cpu.values()):.1f} |")
     if requests:
         print(f"\ncreate -> Ready: requests by client, verb and resource (Lease requests: "
               f"{sum(requests.values()) - sum(lease_free.values())}, not per ModelDeployment):")

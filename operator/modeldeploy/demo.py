@@ -59,8 +59,8 @@ def start_operator(kubeconfig: Path, state_dir: Path, prometheus_url: str | None
     if prometheus_url:
         env["MODELDEPLOY_PROMETHEUS_URL"] = prometheus_url
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "modeldeploy", "operator", "--no-leader-election"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-m", "modeldeploy", "operator", "--no-leader-election"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     pidfile.write_text(str(proc.pid))
     _say(f"operator started (pid {proc.pid}), log {log}")
     return log

@@ -202,7 +202,8 @@ def test_values_reach_the_pod(helm):
     assert env["MODELDEPLOY_WORKERS"] == "3" and env["HTTPS_PROXY"] == "http://proxy:3128"
     assert env["MODELDEPLOY_FETCHER_IMAGE"] == container["image"]  # the fetcher defaults to the operator image
     fetcher = render(helm, "--set", "fetcherImage=registry.local/fetch:1")
-    fenv = {e["name"]: e.get("value") for e in the_deployment(fetcher)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    fcontainer = the_deployment(fetcher)["spec"]["template"]["spec"]["containers"][0]
+    fenv = {e["name"]: e.get("value") for e in fcontainer["env"]}
     assert fenv["MODELDEPLOY_FETCHER_IMAGE"] == "registry.local/fetch:1"
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     assert pod_template["metadata"]["annotations"] == {"team": "ml"}
@@ -240,7 +241,8 @@ def test_cluster_older_than_kube_version_is_refused(helm):
 
 def test_valid_values_still_render(helm):
     # Guards the test above: the same keys with valid values do render.
-    for good in (["--set", "replicaCount=0"], ["--set", "replicaCount=3"], ["--set", "image.tag=x"], ["--set", "logLevel=debug"],
+    for good in (["--set", "replicaCount=0"], ["--set", "replicaCount=3"], ["--set", "image.tag=x"],
+                 ["--set", "logLevel=debug"],
                  ["--set", "watchNamespaces={team-a}"],
                  ["--set", "serviceAccount.create=false", "--set", "serviceAccount.name=x"]):
         render(helm, *good)
@@ -292,7 +294,8 @@ def test_leader_election_role_is_only_the_release_lease(helm):
                                       "name": LEADER_ELECTION_ROLE}
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
                                         "namespace": NAMESPACE}]
-        env = {e["name"]: e.get("value") for e in the_deployment(docs)["spec"]["template"]["spec"]["containers"][0]["env"]}
+        container = the_deployment(docs)["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["MODELDEPLOY_LEASE_NAME"] == lease  # the name the Role grants
 
 

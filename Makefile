@@ -61,7 +61,7 @@ down: $(VENV)/.installed
 	$(PY) -m modeldeploy demo --down
 
 bench: setup
-	$(PY) tests/bench/bench_ready.py --count 200
+	$(PY) tests/bench/bench_ready.py --count 1000
 
 # Autoscaling: the policy against HPA, KEDA and an oracle on a queueing model of Triton (no sandbox needed).
 bench-autoscaling: $(VENV)/.installed

@@ -57,8 +57,8 @@ def start_operator(kubeconfig: Path, state_dir: Path, prometheus_url: str | None
     if metrics_address:
         env["MODELDEPLOY_METRICS_ADDRESS"] = metrics_address
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "modeldeploy", "operator"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-m", "modeldeploy", "operator", "--no-leader-election"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     pidfile.write_text(str(proc.pid))
     _say(f"operator started (pid {proc.pid}), log {log}")
     return log

@@ -1,20 +1,28 @@
-"""Benchmark: time for N ModelDeployments to become Ready vs N plain Deployments (the floor).
+"""Benchmark: N ModelDeployments vs N plain Deployments (the floor), then idle, then a failover.
 
 Both runs use the same pod template (rendered by the operator's own renderer, one GPU per pod) on the
-same sandbox, with enough extra kwok H100 nodes added for N pods. Reports:
-- time to all-Ready for the floor (kubectl-style creates of Deployments) and for ModelDeployments,
-  and their ratio;
-- the operator's peak RSS (VmHWM from /proc);
-- API requests per ModelDeployment made by the operator (Kopf's and ours), counted in the API server's
-  audit log by user agent, so nothing is estimated.
+same sandbox, in the same run, with enough extra kwok H100 nodes added for N pods. The operator runs
+as the chart runs it: two elected processes (leader and standby, one Lease). Reports:
+- time to all-Ready for the floor (Deployments created by 4 client threads) and for the same number
+  of ModelDeployments created the same way, and their ratio;
+- the CPU seconds each control-plane process (and the operator) used during each phase, from /proc:
+  where the time goes on a shared machine, since wall-clock time there depends on the neighbours;
+- the leader's peak RSS (VmHWM from /proc) and the standby's;
+- API requests per ModelDeployment made by the operator (ours and Kopf's), by client, verb and
+  resource, counted in the API server's audit log by user agent, so nothing is estimated;
+- idle: with N Ready objects and no change, requests per minute (by kind) and the leader's CPU
+  seconds per minute, over ``--idle-seconds``;
+- failover: the leader is SIGKILLed and one more ModelDeployment created at once; the time until
+  the standby holds the Lease, makes its first write, and that ModelDeployment is Ready, and the
+  requests the new leader makes to catch up.
 
-Usage: python tests/bench/bench_ready.py --count 200   (make bench)
+Usage: python tests/bench/bench_ready.py --count 1000   (make bench)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import signal
 import math
 import os
 import subprocess
@@ -22,6 +30,7 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,10 +38,14 @@ sys.path.insert(0, str(ROOT / "operator"))
 
 from kubernetes import client, config  # noqa: E402
 
+from modeldeploy.policy.leader import Timing  # noqa: E402
+
 from modeldeploy.api import constants as c  # noqa: E402
 from modeldeploy.api.spec import parse_spec  # noqa: E402
 from modeldeploy.render import names  # noqa: E402
-from modeldeploy.render.triton import Owner, RenderOptions, render_deployment  # noqa: E402
+from modeldeploy.render.triton import (AGENT_TOKEN_KEY, Owner, RenderOptions, render_children,  # noqa: E402
+                                      render_deployment)
+from modeldeploy.sandbox import audit  # noqa: E402
 from modeldeploy.sandbox.cluster import Sandbox  # noqa: E402
 from modeldeploy.sandbox.crd import install_crd  # noqa: E402
 from modeldeploy.sandbox.kubeapi import KubeHttp  # noqa: E402
@@ -90,145 +103,307 @@ def create_all(fn, items, workers: int = 4) -> None:
         list(pool.map(fn, items))
 
 
-def run_floor(api, count: int) -> float:
+CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok-controller")
+
+
+def control_plane_cpu(box: Sandbox) -> dict[str, float]:
+    """CPU seconds used so far by each control-plane process (where the time of a phase goes, whatever
+    else the machine runs)."""
+    out = {}
+    for component in CONTROL_PLANE:
+        try:
+            out[component] = cpu_seconds(int((box.workdir / "pids" / f"{component}.pid").read_text()))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before[k] for k in before if k in after}
+
+
+def floor_objects(ns: str, i: int, children: bool) -> list[dict]:
+    """The objects of one floor entry: the Deployment the operator renders (without owner), and with
+    ``children`` also what it renders next to it — model-source Secret, config ConfigMap, Service,
+    agent-token Secret — so that the only difference left to the operator run is the operator."""
+    spec = parse_spec(f"m{i}", SPEC)
+    options = RenderOptions()
+    rev = names.revision_of(spec, options.triton_image, options.fetcher_image)
+    owner = Owner(f"m{i}", ns, "0")
+    objs = render_children(owner, spec, rev, options) if children else [render_deployment(owner, spec, rev, options)]
+    if children:
+        objs.insert(0, {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                        "metadata": {"name": names.agent_token_name(owner.name), "namespace": ns},
+                        "stringData": {AGENT_TOKEN_KEY: "bench"}})
+    for obj in objs:
+        obj["metadata"].pop("ownerReferences", None)
+        if obj["kind"] == "Deployment":
+            limits = obj["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+            limits.update({k: str(v) for k, v in limits.items()})  # the typed client wants quantity strings
+            if not children:  # no ConfigMap to mount
+                volumes = obj["spec"]["template"]["spec"]["volumes"]
+                volumes[:] = [v if v["name"] != "model-config" else {"name": "model-config", "emptyDir": {}}
+                              for v in volumes]
+    return objs
+
+
+def run_floor(api, box: Sandbox, count: int, children: bool = False) -> tuple[float, dict[str, float]]:
+    """Create ``count`` floor entries (4 client threads, one create request per object); seconds until
+    every Deployment is available, and the control plane's CPU seconds meanwhile."""
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     ns = "bench-floor"
     fresh_namespace(core, ns)
-    spec = parse_spec("m", SPEC)
-    options = RenderOptions()
-    rev = names.revision_of(spec, options.triton_image, options.fetcher_image)
-    bodies = []
-    for i in range(count):
-        dep = render_deployment(Owner(f"m{i}", ns, "0"), spec, rev, options)
-        dep["metadata"].pop("ownerReferences")
-        limits = dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-        limits.update({k: str(v) for k, v in limits.items()})  # the typed client wants quantity strings
-        dep["spec"]["template"]["spec"]["volumes"][1] = {"name": "model-config", "emptyDir": {}}
-        bodies.append(dep)
+    creators = {"Deployment": lambda o: apps.create_namespaced_deployment(ns, o),
+                "Service": lambda o: core.create_namespaced_service(ns, o),
+                "ConfigMap": lambda o: core.create_namespaced_config_map(ns, o),
+                "Secret": lambda o: core.create_namespaced_secret(ns, o)}
+    entries = [floor_objects(ns, i, children) for i in range(count)]
+    cpu0 = control_plane_cpu(box)
     t0 = time.monotonic()
-    create_all(lambda b: apps.create_namespaced_deployment(ns, b), bodies)
+    create_all(lambda objs: [creators[o["kind"]](o) for o in objs], entries)
 
     def all_ready():
         items = apps.list_namespaced_deployment(ns).items
         return len(items) == count and all((d.status.available_replicas or 0) == 1 for d in items)
-    t1 = wait_until(all_ready, 900, f"{count} Deployments available")
+    t1 = wait_until(all_ready, 3600, f"{count} Deployments available", interval=1.0)
+    cpu = cpu_delta(cpu0, control_plane_cpu(box))
     core.delete_namespace(ns)
     wait_until(lambda: not core.list_namespaced_pod(ns).items, 600, "floor pods gone")
-    return t1 - t0
+    wait_until(lambda: ns not in {n.metadata.name for n in core.list_namespace().items}, 600, f"{ns} deleted")
+    return t1 - t0, cpu
 
 
-def audit_log(box: Sandbox) -> Path | None:
-    for candidate in box.workdir.rglob("audit.log"):
-        return candidate
-    return None
+AGENTS = audit.OPERATOR_AGENTS
+IDENTITIES = ("bench-a", "bench-b")  # the leader and the standby
+LEASE_NS, LEASE = "bench-md", "modeldeploy-operator"
+FAILOVER = "zz-failover"
 
 
-def count_requests(log: Path, offset: int, agents: tuple[str, ...]) -> Counter:
+def count_requests(cursor: audit.Cursor, since: float = 0.0, until: float = float("inf")) -> Counter:
+    """Operator requests logged since ``cursor`` and answered between ``since`` and ``until``, by
+    (client, verb, resource)."""
     counts: Counter = Counter()
-    with open(log, "rb") as fh:
-        fh.seek(offset)
-        for line in fh:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            ua = event.get("userAgent", "")
-            # One event per request: ResponseComplete, or ResponseStarted for watches (long-running).
-            if event.get("stage") not in ("ResponseComplete",):
-                continue
-            for agent in agents:
-                if ua.startswith(agent):
-                    counts[(agent, event.get("verb"), (event.get("objectRef") or {}).get("resource"))] += 1
+    for r in audit.operator_requests(cursor.read()):
+        if since <= r.at.timestamp() <= until:
+            counts[(audit.client_of(r.user_agent, IDENTITIES), r.verb, r.resource)] += 1
     return counts
 
 
-def run_operator(api, box: Sandbox, kubeconfig: str, count: int) -> dict:
-    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-    ns = "bench-md"
-    fresh_namespace(core, ns)
-    log = audit_log(box)
-    offset = log.stat().st_size if log else 0
-    op_log = open(box.workdir / "bench-operator.log", "w")
-    env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONPATH": str(ROOT / "operator")}
-    proc = subprocess.Popen([sys.executable, "-m", "modeldeploy", "operator"], env=env, stdout=op_log,
-                            stderr=subprocess.STDOUT)
-    time.sleep(3)
-    bodies = [{"apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": {"name": f"m{i}"}, "spec": SPEC}
-              for i in range(count)]
-    t0 = time.monotonic()
-    create_all(lambda b: custom.create_namespaced_custom_object(c.GROUP, c.VERSION, ns, c.PLURAL, b), bodies)
+def proc_status(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
 
-    def all_ready():
-        items = custom.list_namespaced_custom_object(c.GROUP, c.VERSION, ns, c.PLURAL)["items"]
-        return len(items) == count and all((m.get("status") or {}).get("phase") == "Ready" for m in items)
-    t1 = wait_until(all_ready, 900, f"{count} ModelDeployments Ready")
-    time.sleep(5)  # let trailing status events settle before counting requests
-    rss_kib = 0
-    for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            rss_kib = int(line.split()[1])
-    proc.terminate()
-    proc.wait(timeout=30)
-    result = {"seconds": t1 - t0, "peak_rss_mib": rss_kib / 1024}
-    if log:
-        counts = count_requests(log, offset, ("kopf/", "modeldeploy-operator/"))
-        result["requests"] = sum(counts.values())
-        result["by_kind"] = {f"{a.rstrip('/')} {verb} {res}": n for (a, verb, res), n in counts.most_common()}
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def lease_holder(api) -> str | None:
+    try:
+        return client.CoordinationV1Api(api).read_namespaced_lease(LEASE, LEASE_NS).spec.holder_identity
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def start_operator(box: Sandbox, kubeconfig: str, identity: str, workers: int) -> subprocess.Popen:
+    env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONPATH": str(ROOT / "operator"),
+           "MODELDEPLOY_WORKERS": str(workers)}
+    log = open(box.workdir / f"bench-operator-{identity}.log", "w")
+    return subprocess.Popen([sys.executable, "-m", "modeldeploy", "operator", "--lease-namespace", LEASE_NS,
+                             "--identity", identity],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def md_body(name: str) -> dict:
+    return {"apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": {"name": name}, "spec": SPEC}
+
+
+def all_ready(custom, ns: str, count: int) -> bool:
+    items = custom.list_namespaced_custom_object(c.GROUP, c.VERSION, ns, c.PLURAL)["items"]
+    return len(items) == count and all((m.get("status") or {}).get("phase") == "Ready" for m in items)
+
+
+def log_time(log: Path, text: str) -> float | None:
+    """The time of the first line of ``log`` that contains ``text`` (the operator's log format)."""
+    for line in log.read_text().splitlines():
+        if text in line:
+            return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return None
+
+
+def run_operator(api, box: Sandbox, kubeconfig: str, count: int, idle_seconds: float, workers: int) -> dict:
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    ns = LEASE_NS
+    fresh_namespace(core, ns)
+    logs = audit.log_dir(box)
+    cursor = audit.Cursor.mark(logs)
+    leader = start_operator(box, kubeconfig, IDENTITIES[0], workers)
+    wait_until(lambda: lease_holder(api) == IDENTITIES[0], 120, "the leader holding the Lease")
+    standby = start_operator(box, kubeconfig, IDENTITIES[1], workers)
+    leader_log = box.workdir / f"bench-operator-{IDENTITIES[0]}.log"
+    wait_until(lambda: "modeldeploy operator configured" in leader_log.read_text(), 120, "the leader configured")
+    result: dict = {}
+    try:
+        cpu0, op_cpu0 = control_plane_cpu(box), cpu_seconds(leader.pid)
+        t0 = time.monotonic()
+        create_all(lambda b: custom.create_namespaced_custom_object(c.GROUP, c.VERSION, ns, c.PLURAL, b),
+                   [md_body(f"m{i}") for i in range(count)])
+        t1 = wait_until(lambda: all_ready(custom, ns, count), 3600, f"{count} ModelDeployments Ready", interval=1.0)
+        result["seconds"] = t1 - t0
+        result["cpu"] = {**cpu_delta(cpu0, control_plane_cpu(box)), "operator": cpu_seconds(leader.pid) - op_cpu0}
+        time.sleep(5)  # trailing status events: counted with the create path
+        ready_at = time.time()
+        result["peak_rss_mib"] = proc_status(leader.pid, "VmHWM") / 1024
+        result["standby_rss_mib"] = proc_status(standby.pid, "VmHWM") / 1024
+        result["requests"] = count_requests(cursor, until=ready_at)
+
+        say(f"idle: {idle_seconds:.0f}s with {count} Ready ModelDeployments and no change")
+        idle_cursor = audit.Cursor.mark(logs)
+        cpu0, w0 = cpu_seconds(leader.pid), time.time()
+        time.sleep(idle_seconds)
+        cpu1, w1 = cpu_seconds(leader.pid), time.time()
+        minutes = (w1 - w0) / 60
+        result["idle_cpu_per_min"] = (cpu1 - cpu0) / minutes
+        result["idle_rss_mib"] = proc_status(leader.pid, "VmRSS") / 1024
+        result["idle_requests"] = count_requests(idle_cursor, since=w0, until=w1)
+        result["idle_minutes"] = minutes
+
+        say("failover: SIGKILL the leader, create one more ModelDeployment")
+        fail_cursor = audit.Cursor.mark(logs)
+        leader.send_signal(signal.SIGKILL)
+        leader.wait()
+        killed = time.time()
+        # Named to sort last: the new leader's first pass over the cache reaches it after every other one.
+        custom.create_namespaced_custom_object(c.GROUP, c.VERSION, ns, c.PLURAL, md_body(FAILOVER))
+        taken = wait_until(lambda: lease_holder(api) == IDENTITIES[1], 120, "the standby holding the Lease",
+                           interval=0.1)
+        taken_at = time.time() - (time.monotonic() - taken)
+
+        def failover_ready():
+            md = custom.get_namespaced_custom_object(c.GROUP, c.VERSION, ns, c.PLURAL, FAILOVER)
+            return (md.get("status") or {}).get("phase") == "Ready"
+        done = wait_until(failover_ready, 1800, "the failover ModelDeployment Ready", interval=0.1)
+        ready_at = time.time() - (time.monotonic() - done)
+        result["failover_lease_s"] = taken_at - killed
+        result["failover_ready_s"] = ready_at - killed
+        writes = [r.received.timestamp() for r in audit.operator_requests(fail_cursor.read())
+                  if audit.client_of(r.user_agent, IDENTITIES) == IDENTITIES[1] and r.write and r.resource != "leases"]
+        result["failover_first_write_s"] = min(writes) - killed if writes else None
+        result["failover_requests"] = count_requests(fail_cursor, since=killed, until=ready_at)
+        result["new_leader_peak_rss_mib"] = proc_status(standby.pid, "VmHWM") / 1024
+        standby_log = box.workdir / f"bench-operator-{IDENTITIES[1]}.log"
+        leading, configured = log_time(standby_log, "leading:"), log_time(standby_log, "operator configured")
+        result["failover_start_s"] = configured - leading if leading and configured else None
+    finally:
+        for proc in (leader, standby):
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=60)
     core.delete_namespace(ns)
     return result
 
 
-def other_operators() -> list[int]:
-    """Pids of running `modeldeploy operator` processes: their requests would be counted as ours."""
+def other_operators(kubeconfig: str) -> list[int]:
+    """Pids of `modeldeploy operator` processes on this sandbox (same KUBECONFIG): their requests would
+    be counted as ours. Operators of other sandboxes on the machine do not matter."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
+                environ = (entry / "environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"modeldeploy" in argv and b"operator" in argv:
+            if b"modeldeploy" in argv and b"operator" in argv and f"KUBECONFIG={kubeconfig}".encode() in environ:
                 found.append(int(entry.name))
     return found
 
 
+def per_md_table(counts: Counter, count: int) -> list[str]:
+    lines = ["| client | verb | resource | requests | per ModelDeployment |", "|---|---|---|---|---|"]
+    for (who, verb, resource), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        lines.append(f"| {who} | {verb} | {resource} | {n} | {n / count:.2f} |")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--idle-seconds", type=float, default=120.0)
+    parser.add_argument("--workers", type=int, default=8, help="MODELDEPLOY_WORKERS (the chart's default: 8)")
     args = parser.parse_args()
-    if pids := other_operators():
-        raise SystemExit(f"another modeldeploy operator is running (pids {pids}; `make down` stops the demo's): "
-                         "it would reconcile the benchmark's objects and its requests would be counted")
 
     box = Sandbox()
     if not box.is_up():
         box.up()
     kubeconfig = str(box.kubeconfig_path)
+    if pids := other_operators(kubeconfig):
+        raise SystemExit(f"another modeldeploy operator is running on this sandbox (pids {pids}; `make down` stops "
+                         "the demo's): it would reconcile the benchmark's objects and its requests would be counted")
     install_crd(kubeconfig)
     api = config.new_client_from_config(config_file=kubeconfig)
     api.configuration.connection_pool_maxsize = 8
     core = client.CoreV1Api(api)
     say(f"adding kwok H100 nodes for {args.count} one-GPU pods")
     add_bench_nodes(kubeconfig, core, args.count)
+    load = os.getloadavg()
 
     say(f"floor: {args.count} plain Deployments (same pod template)")
-    floor = run_floor(api, args.count)
+    floor, floor_cpu = run_floor(api, box, args.count)
     say(f"floor: {floor:.1f}s")
-    say(f"operator: {args.count} ModelDeployments")
-    op = run_operator(api, box, kubeconfig, args.count)
+    say(f"floor with children: {args.count} Deployments + the Service, ConfigMap and Secrets the operator renders")
+    with_children, children_cpu = run_floor(api, box, args.count, children=True)
+    say(f"floor with children: {with_children:.1f}s")
+    say(f"operator: {args.count} ModelDeployments (leader {IDENTITIES[0]}, standby {IDENTITIES[1]}, "
+        f"{args.workers} workers)")
+    op = run_operator(api, box, kubeconfig, args.count, args.idle_seconds, args.workers)
     say(f"operator: {op['seconds']:.1f}s")
+    n = args.count
 
-    print()
-    print("| N | plain Deployments Ready | ModelDeployments Ready | ratio | operator peak RSS | "
-          "operator API requests per ModelDeployment |")
-    print("|---|---|---|---|---|---|")
-    per_md = f"{op['requests'] / args.count:.1f}" if "requests" in op else "n/a (no audit log)"
-    print(f"| {args.count} | {floor:.1f} s | {op['seconds']:.1f} s | {op['seconds'] / floor:.2f} | "
-          f"{op['peak_rss_mib']:.0f} MiB | {per_md} |")
-    if "by_kind" in op:
-        print("\nrequests by client, verb and resource:")
-        for key, n in op["by_kind"].items():
-            print(f"  {key}: {n} ({n / args.count:.2f} per ModelDeployment)")
+    print(f"\nload average before the run: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; after: "
+          + " ".join(f"{x:.1f}" for x in os.getloadavg()))
+    print("\n| N | plain Deployments Ready | ModelDeployments Ready | ratio | leader peak RSS | standby RSS | "
+          "operator API requests per ModelDeployment | the same objects without the operator | ratio to them |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    requests = op["requests"]
+    lease_free = Counter({k: v for k, v in requests.items() if k[2] != "leases"})
+    per_md = f"{sum(lease_free.values()) / n:.1f}"
+    print(f"| {n} | {floor:.1f} s | {op['seconds']:.1f} s | {op['seconds'] / floor:.2f} | "
+          f"{op['peak_rss_mib']:.0f} MiB | {op['standby_rss_mib']:.0f} MiB | {per_md} | {with_children:.1f} s | "
+          f"{op['seconds'] / with_children:.2f} |")
+    print("\nCPU seconds used during each phase (creates until all Ready), per process:")
+    print("| phase | " + " | ".join(CONTROL_PLANE) + " | operator (leader) | total |")
+    print("|---|" + "---|" * (len(CONTROL_PLANE) + 2))
+    for phase, cpu in (("plain Deployments", floor_cpu), ("the same objects without the operator", children_cpu),
+                       ("ModelDeployments", op["cpu"])):
+        print(f"| {phase} | " + " | ".join(f"{cpu.get(k, 0):.1f}" for k in CONTROL_PLANE)
+              + f" | {cpu.get('operator', 0):.1f} | {sum(cpu.values()):.1f} |")
+    if requests:
+        print(f"\ncreate -> Ready: requests by client, verb and resource (Lease requests: "
+              f"{sum(requests.values()) - sum(lease_free.values())}, not per ModelDeployment):")
+        print("\n".join(per_md_table(lease_free, n)))
+    print(f"\nidle ({op.get('idle_minutes', args.idle_seconds / 60):.1f} min, {n} Ready): leader CPU "
+          f"{op['idle_cpu_per_min']:.2f} s per minute, RSS {op['idle_rss_mib']:.0f} MiB")
+    if op["idle_requests"]:
+        minutes = op["idle_minutes"]
+        print(f"requests per minute: {sum(op['idle_requests'].values()) / minutes:.1f}")
+        for (who, verb, resource), k in sorted(op["idle_requests"].items(), key=lambda kv: -kv[1]):
+            print(f"  {who} {verb} {resource}: {k / minutes:.1f}/min")
+    first = op.get("failover_first_write_s")
+    print(f"\nfailover: SIGKILL -> standby holds the Lease {op['failover_lease_s']:.1f} s -> first write "
+          f"{'n/a' if first is None else f'{first:.1f} s'} -> new ModelDeployment Ready {op['failover_ready_s']:.1f} s "
+          f"(takeover bound {Timing().takeover_bound():.0f} s); new leader's peak RSS "
+          f"{op['new_leader_peak_rss_mib']:.0f} MiB; its Kopf start and cache fill took "
+          f"{op['failover_start_s'] or float('nan'):.1f} s")
+    if op["failover_requests"]:
+        print("requests from the kill until that ModelDeployment was Ready:")
+        for (who, verb, resource), k in sorted(op["failover_requests"].items(), key=lambda kv: -kv[1]):
+            print(f"  {who} {verb} {resource}: {k}")
     return 0
 
 

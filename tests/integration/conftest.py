@@ -175,6 +175,7 @@ def operator(sandbox, kubeconfig, crd_installed, tmp_path_factory):
     if sandbox.operator_metrics_address:  # where the sandbox's Prometheus scrapes the operator (alerts)
         env["MODELDEPLOY_METRICS_ADDRESS"] = sandbox.operator_metrics_address
     proc = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log", extra_env=env)
+    proc.extra_args = ["--no-leader-election"]  # the session's only cluster-wide operator
     proc.start()
     yield proc
     proc.stop()

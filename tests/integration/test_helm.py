@@ -111,7 +111,7 @@ def test_helm_install_and_operator_reconciles_with_chart_rbac(api, kubectl, helm
              "--set", f"watchNamespaces[0]={namespace}", "--wait", "--timeout", "120s")
         apps = client.AppsV1Api(api)
         dep = apps.read_namespaced_deployment("modeldeploy", release_ns)
-        assert dep.spec.strategy.type == "Recreate" and dep.status.ready_replicas == 1
+        assert dep.spec.strategy.type == "RollingUpdate" and dep.status.ready_replicas == 2
 
         sa = dep.spec.template.spec.service_account_name
         token = kubectl("create", "token", sa, "-n", release_ns, "--duration=1h").stdout.strip()
@@ -125,7 +125,9 @@ def test_helm_install_and_operator_reconciles_with_chart_rbac(api, kubectl, helm
         assert can_i(kubectl, sa_kubeconfig, "get", "secrets", "-n", namespace) == "yes"
 
         proc = OperatorProcess(sa_kubeconfig, tmp_path / "operator.log")
-        proc.extra_args = ["--namespace", namespace]
+        # Elects through the chart's Lease with the chart's Role (the kwok pods run no process).
+        proc.extra_args = ["--namespace", namespace, "--lease-namespace", release_ns, "--lease-name", "modeldeploy",
+                           "--identity", "helm-test"]
         proc.start()
         try:
             body = copy.deepcopy(load_example("digits.yaml"))
@@ -146,6 +148,7 @@ def test_helm_install_and_operator_reconciles_with_chart_rbac(api, kubectl, helm
             proc.stop()
         log = proc.log_path.read_text()
         assert f"reconciled {namespace}/digits: phase Ready" in log, proc.log_tail(60)
+        assert "leading: create" in log and "released the Lease" in log, proc.log_tail(60)
         assert "Forbidden" not in log and "forbidden" not in log, proc.log_tail(60)
     finally:
         helm("uninstall", "modeldeploy", "-n", release_ns, "--wait")

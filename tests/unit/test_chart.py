@@ -2,7 +2,8 @@
 
 The RBAC tests compare the rendered rules with an explicit set of (apiGroup, resource, verb): adding a
 verb or a resource to the chart fails here, so every widening is a deliberate edit of this file too.
-The expected set is derived from operator/modeldeploy/adapters/kube.py and handlers/modeldeployment.py.
+The expected set is derived from operator/modeldeploy/adapters/kube.py and handlers/modeldeployment.py;
+the leader-election Role (its own template) from operator/modeldeploy/adapters/lease.py.
 
 helm comes from modeldeploy.sandbox.tools (unpacked from a PyPI wheel on first use).
 """
@@ -95,6 +96,14 @@ def rule_set(role: dict) -> set[tuple[str, str, str]]:
     return out
 
 
+LEADER_ELECTION_ROLE = f"{RELEASE}-modeldeploy-leader-election"
+
+
+def watch_rbac(docs: list[dict], kind: str) -> list[dict]:
+    """Roles/RoleBindings for watched namespaces (the leader-election pair is tested on its own)."""
+    return [d for d in of_kind(docs, kind) if d["metadata"]["name"] != LEADER_ELECTION_ROLE]
+
+
 def the_deployment(docs: list[dict]) -> dict:
     deployments = of_kind(docs, "Deployment")
     assert len(deployments) == 1
@@ -108,12 +117,13 @@ def test_lint_is_clean(helm):
         assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout, proc.stdout
 
 
-def test_default_render_one_recreate_operator_with_its_service_account(helm):
+def test_default_render_two_elected_operators_with_their_service_account(helm):
     docs = render(helm)
     dep = the_deployment(docs)
     assert dep["metadata"]["namespace"] == NAMESPACE
-    assert dep["spec"]["replicas"] == 1
-    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert dep["spec"]["replicas"] == 2
+    # Leader election makes a surge pod harmless (it stands by); never fewer than the replicas asked for.
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     pod = dep["spec"]["template"]["spec"]
     (sa,) = of_kind(docs, "ServiceAccount")
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
@@ -122,10 +132,13 @@ def test_default_render_one_recreate_operator_with_its_service_account(helm):
     assert container["image"] == "ghcr.io/modeldeploy/modeldeploy:0.1.0"  # tag defaults to appVersion
     assert container["args"] == ["operator", "--liveness", "http://0.0.0.0:8080/healthz",
                                  "--metrics-address", "0.0.0.0:8081"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env == {"MODELDEPLOY_TRITON_IMAGE": "nvcr.io/nvidia/tritonserver:25.10-py3",
                    "MODELDEPLOY_FETCHER_IMAGE": "ghcr.io/modeldeploy/modeldeploy:0.1.0",
-                   "MODELDEPLOY_PROGRESS_DEADLINE_SECONDS": "600", "MODELDEPLOY_WORKERS": "8"}
+                   "MODELDEPLOY_PROGRESS_DEADLINE_SECONDS": "600", "MODELDEPLOY_WORKERS": "8",
+                   "MODELDEPLOY_IDENTITY": {"fieldRef": {"fieldPath": "metadata.name"}},
+                   "MODELDEPLOY_LEASE_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                   "MODELDEPLOY_LEASE_NAME": f"{RELEASE}-modeldeploy"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {"name": "healthz", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
     assert {"name": "metrics", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
@@ -150,7 +163,7 @@ def test_operator_deployment_is_not_watched_by_the_operator(helm):
 
 def test_clusterwide_rbac_is_exactly_what_the_code_uses(helm):
     docs = render(helm)
-    assert of_kind(docs, "Role") == [] and of_kind(docs, "RoleBinding") == []
+    assert watch_rbac(docs, "Role") == [] and watch_rbac(docs, "RoleBinding") == []
     (role,) = of_kind(docs, "ClusterRole")
     assert rule_set(role) == NAMESPACED_RULES | CLUSTER_RULES
     (binding,) = of_kind(docs, "ClusterRoleBinding")
@@ -164,11 +177,11 @@ def test_clusterwide_rbac_is_exactly_what_the_code_uses(helm):
 def test_namespaced_mode_renders_a_role_per_namespace_and_a_read_only_cluster_role(helm):
     docs = render(helm, "--set", "watchNamespaces={team-a,team-b}")
     (sa,) = of_kind(docs, "ServiceAccount")
-    roles = of_kind(docs, "Role")
+    roles = watch_rbac(docs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
         assert rule_set(role) == NAMESPACED_RULES
-    bindings = of_kind(docs, "RoleBinding")
+    bindings = watch_rbac(docs, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     for binding in bindings:
         assert binding["roleRef"]["kind"] == "Role"
@@ -192,11 +205,12 @@ def test_values_reach_the_pod(helm):
     container = pod["containers"][0]
     assert container["args"][-1] == "--verbose"
     assert container["image"].endswith(":dev")
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MODELDEPLOY_WORKERS"] == "3" and env["HTTPS_PROXY"] == "http://proxy:3128"
     assert env["MODELDEPLOY_FETCHER_IMAGE"] == container["image"]  # the fetcher defaults to the operator image
     fetcher = render(helm, "--set", "fetcherImage=registry.local/fetch:1")
-    fenv = {e["name"]: e["value"] for e in the_deployment(fetcher)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    fcontainer = the_deployment(fetcher)["spec"]["template"]["spec"]["containers"][0]
+    fenv = {e["name"]: e.get("value") for e in fcontainer["env"]}
     assert fenv["MODELDEPLOY_FETCHER_IMAGE"] == "registry.local/fetch:1"
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     assert pod_template["metadata"]["annotations"] == {"team": "ml"}
@@ -230,14 +244,13 @@ def test_operator_metrics_endpoint_and_service_monitor(helm):
 def test_rbac_and_service_account_can_be_left_out(helm):
     docs = render(helm, "--set", "rbac.create=false", "--set", "serviceAccount.create=false",
                   "--set", "serviceAccount.name=existing")
-    assert {d["kind"] for d in docs} == {"Deployment"}
+    assert {d["kind"] for d in docs} == {"Deployment", "PodDisruptionBudget"}
     assert the_deployment(docs)["spec"]["template"]["spec"]["serviceAccountName"] == "existing"
 
 
 @pytest.mark.parametrize("bad, why", [
     (["--set-string", "replicaCount=1"], "'/replicaCount': got string, want integer"),
-    # Two Kopf operators would reconcile the same objects at once.
-    (["--set", "replicaCount=2"], "'/replicaCount': maximum"),
+    (["--set", "replicaCount=-1"], "'/replicaCount': minimum"),
     (["--set", "unknownKey=1"], "additional properties 'unknownKey' not allowed"),
     (["--set", "image.unknown=1"], "additional properties 'unknown' not allowed"),
     (["--set", "logLevel=trace"], "'/logLevel'"),
@@ -260,7 +273,8 @@ def test_cluster_older_than_kube_version_is_refused(helm):
 
 def test_valid_values_still_render(helm):
     # Guards the test above: the same keys with valid values do render.
-    for good in (["--set", "replicaCount=0"], ["--set", "image.tag=x"], ["--set", "logLevel=debug"],
+    for good in (["--set", "replicaCount=0"], ["--set", "replicaCount=3"], ["--set", "image.tag=x"],
+                 ["--set", "logLevel=debug"],
                  ["--set", "watchNamespaces={team-a}"],
                  ["--set", "serviceAccount.create=false", "--set", "serviceAccount.name=x"]):
         render(helm, *good)
@@ -310,11 +324,12 @@ def test_works_as_a_dependency_of_an_umbrella_chart_with_global_values(helm, tmp
     docs = [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
     env = {e["name"]: e.get("value") for e in the_deployment(docs)["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["MODELDEPLOY_WORKERS"] == "4"  # the umbrella's values reach the subchart
-    assert [r["metadata"]["namespace"] for r in of_kind(docs, "Role")] == ["serving"]
+    assert [r["metadata"]["namespace"] for r in of_kind(docs, "Role")
+            if not r["metadata"]["name"].endswith("-leader-election")] == ["serving"]
     # and the schema still refuses what it should, inside the umbrella too
-    (umbrella / "values.yaml").write_text(yaml.safe_dump({"global": {}, "modeldeploy": {"replicaCount": 2}}))
+    (umbrella / "values.yaml").write_text(yaml.safe_dump({"global": {}, "modeldeploy": {"workers": 0}}))
     refused = run_helm(helm, "template", "platform", str(umbrella), "--namespace", NAMESPACE)
-    assert refused.returncode != 0 and "replicaCount" in refused.stderr, refused.stderr
+    assert refused.returncode != 0 and "workers" in refused.stderr, refused.stderr
 
 
 def test_pod_monitor_is_off_by_default_and_relabels_like_the_documented_scrape_config(helm):
@@ -333,3 +348,48 @@ def test_pod_monitor_is_off_by_default_and_relabels_like_the_documented_scrape_c
     assert endpoint["relabelings"] == as_operator_writes_it
     proc = run_helm(helm, "template", RELEASE, str(CHART), "--set", "podMonitor.interval=often")
     assert proc.returncode != 0 and "/podMonitor/interval" in proc.stderr, proc.stderr
+def test_leader_election_role_is_only_the_release_lease(helm):
+    """get/update on the one Lease (by name); create cannot be limited by name, so it is the only
+    rule without resourceNames; all in the release namespace, whatever namespaces are watched."""
+    for extra in ([], ["--set", "watchNamespaces={team-a}"]):
+        docs = render(helm, *extra)
+        (role,) = [r for r in of_kind(docs, "Role") if r["metadata"]["name"] == LEADER_ELECTION_ROLE]
+        assert role["metadata"]["namespace"] == NAMESPACE
+        lease = f"{RELEASE}-modeldeploy"
+        assert role["rules"] == [
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [lease],
+             "verbs": ["get", "update"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        ]
+        (binding,) = [b for b in of_kind(docs, "RoleBinding") if b["metadata"]["name"] == LEADER_ELECTION_ROLE]
+        (sa,) = of_kind(docs, "ServiceAccount")
+        assert binding["metadata"]["namespace"] == NAMESPACE
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                      "name": LEADER_ELECTION_ROLE}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                        "namespace": NAMESPACE}]
+        container = the_deployment(docs)["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["MODELDEPLOY_LEASE_NAME"] == lease  # the name the Role grants
+
+
+@pytest.mark.parametrize("replicas, pdb", [(2, True), (3, True), (1, False), (0, False)])
+def test_pod_disruption_budget_keeps_one_operator_when_there_is_a_standby(helm, replicas, pdb):
+    docs = render(helm, "--set", f"replicaCount={replicas}")
+    budgets = of_kind(docs, "PodDisruptionBudget")
+    assert bool(budgets) == pdb
+    if pdb:
+        (budget,) = budgets
+        selector = the_deployment(docs)["spec"]["selector"]
+        assert budget["spec"] == {"minAvailable": 1, "selector": selector}
+        assert budget["metadata"]["namespace"] == NAMESPACE
+
+
+def test_replicas_prefer_different_nodes_unless_affinity_is_given(helm):
+    pod = the_deployment(render(helm))["spec"]["template"]["spec"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == \
+        the_deployment(render(helm))["spec"]["selector"]["matchLabels"]
+    given = the_deployment(render(helm, "--set", "affinity.nodeAffinity.x=y"))["spec"]["template"]["spec"]
+    assert given["affinity"] == {"nodeAffinity": {"x": "y"}}

@@ -59,6 +59,9 @@ class FakeKube:
         new = copy.deepcopy(dict(obj))
         new["metadata"] = {**(old or {}).get("metadata", {}), **copy.deepcopy(meta)}
         new["metadata"].setdefault("uid", f"uid-{kind}-{meta['name']}")
+        others = [m for m in (old or {}).get("metadata", {}).get("managedFields", ()) if m["manager"] != c.FIELD_MANAGER]
+        new["metadata"]["managedFields"] = others + [{"manager": c.FIELD_MANAGER, "operation": "Apply",
+                                                      "fieldsV1": {"f:spec": {}}}]
         new["metadata"]["resourceVersion"] = str(next(_rv))
         if kind == "Deployment":
             gen = (old or {}).get("metadata", {}).get("generation", 0)

@@ -41,11 +41,55 @@ def test_a_reconcile_with_nothing_changed_makes_no_request():
 def test_a_manual_edit_of_a_child_is_taken_back():
     cluster = Cluster()
     cluster.reconcile(md())
+    edit_by_hand(cluster)
+    cluster.kube.calls.clear()
+    cluster.reconciler.reconcile("ns", "m")
+    assert cluster.kube.ops("apply") == [("apply", "Deployment")]
+    assert cluster.kube.objects[("Deployment", "ns", "m-stable")]["spec"]["replicas"] == 1
+
+
+def edit_by_hand(cluster):
+    """`kubectl edit deployment m-stable` setting replicas 5, as the API server records it."""
     dep = cluster.kube.objects[("Deployment", "ns", "m-stable")]
     dep["spec"]["replicas"] = 5
-    dep["metadata"]["generation"] += 1  # what the API server does on a spec edit
+    dep["metadata"]["generation"] += 1
+    dep["metadata"]["managedFields"].append({"manager": "kubectl-edit", "operation": "Update",
+                                             "fieldsV1": {"f:spec": {"f:replicas": {}}}})
     cluster.sync()
-    cluster.kube.calls.clear()
+
+
+def restarted(cluster):
+    """The same cluster seen by a new operator process (an empty memory, a new leader): its cache holds what
+    the watches deliver (Secrets are not watched)."""
+    import copy
+
+    from modeldeploy.adapters.cache import ObjectCache
+    from modeldeploy.reconcile.modeldeployment import Reconciler
+
+    cluster.cache = ObjectCache()
+    for (kind, _, _), obj in cluster.kube.objects.items():
+        if kind != "Secret":
+            cluster.cache.store(kind, copy.deepcopy(obj))
+    cluster.reconciler = Reconciler(view=cluster.cache, kube=cluster.kube, options=cluster.reconciler.options,
+                                    now=cluster.reconciler.now, agents=None)
+    return cluster
+
+
+def test_a_restarted_operator_applies_nothing_that_nobody_changed():
+    cluster = Cluster()
+    cluster.reconcile(md())
+    restarted(cluster).kube.calls.clear()
+    result = cluster.reconciler.reconcile("ns", "m")
+    assert not result.written
+    # the model source Secret is not watched: one read to see its hash and its writers, nothing applied
+    assert cluster.kube.calls == [("get", "Secret")]
+
+
+def test_a_restarted_operator_takes_back_an_edit_made_while_it_was_down():
+    cluster = Cluster()
+    cluster.reconcile(md())
+    edit_by_hand(cluster)
+    restarted(cluster).kube.calls.clear()
     cluster.reconciler.reconcile("ns", "m")
     assert cluster.kube.ops("apply") == [("apply", "Deployment")]
     assert cluster.kube.objects[("Deployment", "ns", "m-stable")]["spec"]["replicas"] == 1

@@ -38,15 +38,46 @@ _SPEC_KEYS = {
 }
 
 
+#: Where :func:`slim` keeps who, besides the API server's status writers, manages the object's fields.
+WRITERS = "_writers"
+
+
+def writers(obj: Mapping[str, Any]) -> list[str]:
+    """Field managers that own fields outside ``metadata`` of the object itself (status subresource writes,
+    and the controllers' metadata-only bookkeeping such as a Deployment's revision annotation, excluded).
+
+    A child whose only such writer is the operator has not been edited by anyone else since: the operator
+    can trust an unchanged desired form without re-applying it, also after a restart (reconcile/act.py).
+
+    >>> writers({"metadata": {"managedFields": [
+    ...     {"manager": "modeldeploy-operator", "operation": "Apply", "fieldsV1": {"f:spec": {}}},
+    ...     {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status", "fieldsV1": {"f:status": {}}},
+    ...     {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:metadata": {}}},
+    ...     {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:spec": {"f:replicas": {}}}}]}})
+    ['kubectl-edit', 'modeldeploy-operator']
+    """
+    if WRITERS in obj:
+        return list(obj[WRITERS])
+    out = set()
+    for entry in (obj.get("metadata") or {}).get("managedFields") or ():
+        if entry.get("subresource"):
+            continue
+        if any(key != "f:metadata" for key in (entry.get("fieldsV1") or {})):
+            out.add(entry.get("manager", ""))
+    return sorted(out)
+
+
 def slim(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of ``obj`` the reconciler reads; the rest (managedFields, pod specs, …) is dropped.
 
     >>> slim("Pod", {"metadata": {"name": "p", "managedFields": [{}]}, "spec": {"containers": [], "nodeName": "n"},
     ...              "status": {"phase": "Running"}})
-    {'metadata': {'name': 'p'}, 'spec': {'nodeName': 'n'}, 'status': {'phase': 'Running'}}
+    {'metadata': {'name': 'p'}, '_writers': [], 'spec': {'nodeName': 'n'}, 'status': {'phase': 'Running'}}
     """
     meta = obj.get("metadata") or {}
     out: dict[str, Any] = {"metadata": {k: meta[k] for k in _META_KEYS if k in meta}}
+    if kind != c.KIND:
+        out[WRITERS] = writers(obj)
     if kind in ("Deployment", "Service", "Pod"):
         spec = obj.get("spec") or {}
         out["spec"] = {k: spec[k] for k in _SPEC_KEYS[kind] if k in spec}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -270,40 +270,43 @@ class Kube:
         self._call("restart", _describe(obj), self.apps.patch_namespaced_deployment, deployment, namespace, obj,
                    field_manager=c.RESTART_FIELD_MANAGER, force=True, _content_type=APPLY)
 
-    def list_all(self, kind: str, label_selector: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        """Every ``kind`` matching ``label_selector`` (in ``namespace``, or cluster-wide): one request,
-        used once at start to fill the watch cache before the first reconcile."""
-        if kind == c.KIND:
+    #: Items per page of :meth:`list_all` (a page is parsed and handed over before the next is read).
+    PAGE = 500
+
+    def _list_fn(self, kind: str, namespace: str | None) -> tuple[Any, tuple[Any, ...]]:
+        """(list function, its positional arguments) for ``kind`` in ``namespace`` or cluster-wide."""
+        custom = {c.KIND: (c.GROUP, c.VERSION, c.PLURAL), **CUSTOM_KINDS}
+        if kind in custom:
+            group, version, plural = custom[kind]
             if namespace:
-                out = self._call("list", f"{c.KIND} in {namespace}", self.custom.list_namespaced_custom_object,
-                                 c.GROUP, c.VERSION, namespace, c.PLURAL, label_selector=label_selector)
-            else:
-                out = self._call("list", c.KIND, self.custom.list_cluster_custom_object, c.GROUP, c.VERSION,
-                                 c.PLURAL, label_selector=label_selector)
-            return out.get("items", [])
-        if kind in CUSTOM_KINDS:
-            group, version, plural = CUSTOM_KINDS[kind]
-            try:
-                if namespace:
-                    out = self._call("list", f"{kind}s in {namespace}", self.custom.list_namespaced_custom_object,
-                                     group, version, namespace, plural, label_selector=label_selector)
-                else:
-                    out = self._call("list", f"{kind}s", self.custom.list_cluster_custom_object, group, version,
-                                     plural, label_selector=label_selector)
-            except KubeError as err:
-                if err.status == 404:  # the Gateway API CRDs are not installed: nothing to cache
-                    return []
-                raise
-            return out.get("items", [])
-        api = {"Deployment": (self.apps, "deployment"), "Pod": (self.core, "pod"), "Job": (self.batch, "job"),
-               "ConfigMap": (self.core, "config_map"), "Service": (self.core, "service")}[kind]
+                return self.custom.list_namespaced_custom_object, (group, version, namespace, plural)
+            return self.custom.list_cluster_custom_object, (group, version, plural)
+        api, name = {"Deployment": (self.apps, "deployment"), "Pod": (self.core, "pod"),
+                     "Job": (self.batch, "job"), "ConfigMap": (self.core, "config_map"),
+                     "Service": (self.core, "service")}[kind]
         if namespace:
-            fn = getattr(api[0], f"list_namespaced_{api[1]}")
-            out = self._call("list", f"{kind}s in {namespace}", fn, namespace, label_selector=label_selector)
-        else:
-            fn = getattr(api[0], f"list_{api[1]}_for_all_namespaces")
-            out = self._call("list", f"{kind}s", fn, label_selector=label_selector)
-        return out.get("items", [])
+            return getattr(api, f"list_namespaced_{name}"), (namespace,)
+        return getattr(api, f"list_{name}_for_all_namespaces"), ()
+
+    def list_all(self, kind: str, label_selector: str, namespace: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every ``kind`` matching ``label_selector`` (in ``namespace``, or cluster-wide), a page of
+        :data:`PAGE` per request: used once at start to fill the watch cache before the first reconcile.
+        A kind whose CRD is not installed (the Gateway API's) yields nothing."""
+        fn, args = self._list_fn(kind, namespace)
+        token = None
+        while True:
+            extra = {"_continue": token} if token else {}
+            try:
+                out = self._call("list", f"{kind}s" + (f" in {namespace}" if namespace else ""), fn, *args,
+                                 label_selector=label_selector, limit=self.PAGE, **extra)
+            except KubeError as err:
+                if err.status == 404 and kind in CUSTOM_KINDS:
+                    return
+                raise
+            yield from out.get("items", [])
+            token = (out.get("metadata") or {}).get("continue")
+            if not token:
+                return
 
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         out = self._call("list", f"Pods in {namespace}", self.core.list_namespaced_pod, namespace,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -100,6 +101,7 @@ class Operator:
     prometheus_url: str | None = None
 
     def __post_init__(self) -> None:
+        self.events: queue.Queue[tuple[dict[str, Any], str, str, str, str] | None] = queue.Queue(maxsize=10_000)
         metrics_provider = PrometheusProvider(self.prometheus_url) if self.prometheus_url else None
         self.reconciler = Reconciler(view=self.cache, kube=self.kube, options=self.options, now=_now,
                                      agents=AgentClient(), metrics=metrics_provider)
@@ -134,11 +136,22 @@ class Operator:
             thread = threading.Thread(target=self._work, name=f"reconcile-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        poster = threading.Thread(target=self._post_events, name="events", daemon=True)
+        poster.start()
+        self._threads.append(poster)
 
     def stop(self) -> None:
         self.queue.close()
+        self.events.put(None)
         for thread in self._threads:
             thread.join(timeout=10)
+
+    def _post_events(self) -> None:
+        """Post Events from a queue of their own: a reconcile worker does not wait for them (they carry
+        information, not state; one that cannot be posted is logged and dropped)."""
+        while (item := self.events.get()) is not None:
+            regarding, kind, reason, message, when = item
+            self.kube.post_event(regarding, kind, reason, message, when)
 
     def _work(self) -> None:
         while (key := self.queue.get()) is not None:
@@ -168,7 +181,10 @@ class Operator:
         regarding = {"apiVersion": c.API_VERSION, "kind": c.KIND,
                      "metadata": body.get("metadata") or {"name": name, "namespace": namespace}}
         for kind, reason, message in result.events:
-            self.kube.post_event(regarding, kind, reason, one_line(message), format_time(_now()))
+            try:
+                self.events.put_nowait((regarding, kind, reason, one_line(message), format_time(_now())))
+            except queue.Full:
+                log.warning("event queue full; dropped %s %s for %s/%s", kind, reason, namespace, name)
         log.debug("reconciled %s/%s: phase %s, status written: %s", namespace, name,
                   (result.status or {}).get("phase"), result.written)
         if result.retry:
@@ -193,6 +209,7 @@ def configure(settings: kopf.OperatorSettings, logger, **_: Any) -> None:
     global _operator
     settings.posting.level = logging.WARNING  # Kopf's own warnings as Events; ours are posted by the workers
     settings.watching.server_timeout = 300
+    settings.watching.chunk_size = 500  # Kopf's initial lists in pages, not one response of every object
     settings.execution.max_workers = 4  # handlers only store and enqueue
     try:
         kube_config.load_incluster_config()

@@ -11,6 +11,10 @@ Two rules make this safe in a shared cluster:
   what we applied and the object's ``generation`` (Deployments, where status updates do not change it)
   or ``resourceVersion`` (the others) right after. An unchanged desired object whose live copy shows
   the same marker needs no request; a manual edit changes the marker, so drift is still taken back.
+  After a restart (an empty memo, a new leader) the child's own record serves: every apply stamps the
+  hash of the desired form in the annotation ``modeldeploy.io/applied-hash``, and the object's managed
+  fields say whether anyone else has written its spec since (``adapters.cache.writers``). Same hash and
+  no other writer: nothing to apply, so a restart of an operator with 1,000 objects applies nothing.
 
 Deletes carry a uid precondition: a same-named object created by someone else since is never deleted.
 """
@@ -21,9 +25,14 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from modeldeploy.adapters.cache import owned_by
+from modeldeploy.adapters.cache import owned_by, writers
+from modeldeploy.api import constants as c
 from modeldeploy.render.names import short_hash
 from modeldeploy.reconcile.interfaces import ClusterView, KubeWriter
+
+
+#: Field managers of this operator: its applies, and the pod-template stamp of a restart.
+OUR_FIELD_MANAGERS = {c.FIELD_MANAGER, c.RESTART_FIELD_MANAGER}
 
 
 class Conflict(Exception):
@@ -48,6 +57,23 @@ def _marker(kind: str, live: Mapping[str, Any]) -> str:
     return f"g{meta.get('generation')}" if kind == "Deployment" else f"r{meta.get('resourceVersion')}"
 
 
+ANNOTATION_APPLIED = "modeldeploy.io/applied-hash"
+
+
+def stamped(desired: Mapping[str, Any]) -> dict[str, Any]:
+    """``desired`` with the hash of itself in :data:`ANNOTATION_APPLIED` (what the live object will carry)."""
+    meta = dict(desired["metadata"])
+    meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION_APPLIED: short_hash(desired, 16)}
+    return {**desired, "metadata": meta}
+
+
+def applied_before(desired: Mapping[str, Any], live: Mapping[str, Any], field_managers: set[str]) -> bool:
+    """True when ``live`` is what an earlier apply of ``desired`` left and nobody else wrote it since."""
+    annotations = (live.get("metadata") or {}).get("annotations") or {}
+    return (annotations.get(ANNOTATION_APPLIED) == short_hash(desired, 16)
+            and set(writers(live)) <= field_managers)
+
+
 class AppliedMemo:
     """Per child: (hash of the desired object, marker of the live object right after our apply)."""
 
@@ -62,6 +88,11 @@ class AppliedMemo:
         with self._lock:
             seen = self._seen.get(key)
         return seen is not None and seen == (short_hash(desired, 16), _marker(key[0], live))
+
+    def knows(self, desired: Mapping[str, Any]) -> bool:
+        """True when this process applied (or confirmed) the child before: its marker is the judge."""
+        with self._lock:
+            return _key(desired) in self._seen
 
     def record(self, desired: Mapping[str, Any], live: Mapping[str, Any]) -> None:
         with self._lock:
@@ -98,7 +129,10 @@ class Actor:
             raise Conflict(kind, namespace, name, _describe_owner(live))
         if live is not None and self.memo.unchanged(desired, live):
             return live
-        applied = self.kube.apply(desired)
+        if live is not None and not self.memo.knows(desired) and applied_before(desired, live, OUR_FIELD_MANAGERS):
+            self.memo.record(desired, live)  # the operator restarted; nothing changed meanwhile
+            return live
+        applied = self.kube.apply(stamped(desired))
         self.view.store(kind, applied)
         self.memo.record(desired, applied)
         return applied

@@ -264,10 +264,14 @@ def fetch_s3(uri: ModelURI, dest: Path, ctx: Context) -> Fetched:
 # --- gs:// ---------------------------------------------------------------------------------------------
 
 def import_gcs():
+    import importlib
+
     try:
         from google.api_core import exceptions as api_exceptions  # type: ignore[import-not-found]
         from google.auth import exceptions as auth_exceptions  # type: ignore[import-not-found]
-        from google.cloud import storage  # type: ignore[import-not-found]
+        # import_module, not `from google.cloud import storage`: the latter finds the attribute left on the
+        # google.cloud package by an earlier import even when the module itself cannot be imported now.
+        storage = importlib.import_module("google.cloud.storage")
     except ImportError:
         raise MissingDependency("gs:// needs google-cloud-storage, which is not installed in this image "
                                 "(pip install 'modeldeploy[fetch]')") from None

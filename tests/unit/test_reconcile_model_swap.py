@@ -120,7 +120,7 @@ def test_the_steady_state_check_moves_back_a_pod_that_serves_something_else():
 def test_an_old_agent_token_is_rotated_and_the_old_one_signs_until_the_pods_have_the_new_one():
     from datetime import timedelta
 
-    from modeldeploy.reconcile import modeldeployment as rmd
+    from modeldeploy.reconcile import agents as rmd
 
     agents = FakeAgents({"http://10.0.0.1:8009": {"version": 1, "uri": V1["uri"]}})
     agents.token = None

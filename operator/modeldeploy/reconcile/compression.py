@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from modeldeploy.adapters.kube import Kube
+from modeldeploy.reconcile.interfaces import ClusterView, KubeWriter
 from modeldeploy.api import constants as c
 from modeldeploy.api.spec import Spec
 from modeldeploy.policy import compression_job as policy
@@ -112,3 +113,31 @@ def settle(kube: Kube, owner: Owner, generation: int, spec: Spec, options: Rende
 def _finished(spec: Spec, key: str, job_name: str, outcome: policy.Outcome, cached: bool) -> Settled:
     serve = render.served_spec(spec, key, outcome.summary) if outcome.servable else None  # type: ignore[arg-type]
     return Settled(outcome, key, job_name, cached=cached, serve=serve)
+
+
+class CachedIO:
+    """What :func:`settle` needs, over the watch cache (reads) and the writer (writes)."""
+
+    def __init__(self, view: ClusterView, kube: KubeWriter):
+        self.view, self.kube = view, kube
+
+    def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.view.get("ConfigMap", namespace, name)
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.view.get("Job", namespace, name)
+
+    def create_job(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        created = self.kube.create_job(job)
+        self.view.store("Job", created)
+        return created
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        label, _, value = selector.partition("=")
+        return self.view.labelled("Pod", namespace, label, value)
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        applied = self.kube.apply(obj)
+        self.view.store(obj["kind"], applied)
+        return applied
+

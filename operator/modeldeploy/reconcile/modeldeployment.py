@@ -19,37 +19,31 @@ any event and twice in a row. No Kopf here: the handlers decide when to call it.
 
 from __future__ import annotations
 
-import base64
-import dataclasses
 import logging
-import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Callable, Mapping
 
-from modeldeploy.adapters.agent import AgentError, endpoint
 from modeldeploy.adapters.cache import owned_by
 from modeldeploy.adapters.kube import KubeError
-from modeldeploy.api import agent_auth
+from modeldeploy.adapters.prometheus import SeriesProvider
 from modeldeploy.api import constants as c
-from modeldeploy.api.conditions import format_time
 from modeldeploy.api.redact import redact_uri, uri_fingerprint
 from modeldeploy.api.spec import SpecError, parse_spec, unimplemented_fields
-from modeldeploy.adapters.prometheus import SeriesProvider
 from modeldeploy.policy import canary as canary_policy
-from modeldeploy.policy import commands, compression_job, model_swap, rollout
+from modeldeploy.policy import commands, compression_job, rollout
 from modeldeploy.policy import plan as planning
 from modeldeploy.policy.pods import diagnose_pods
 from modeldeploy.policy.status import Observation, compute_status, status_changed, transition_event
-from modeldeploy.reconcile import compression
+from modeldeploy.reconcile import autoscaling, canary, compression
 from modeldeploy.reconcile.act import Actor, AppliedMemo, Conflict
+from modeldeploy.reconcile.agents import AgentCommands
 from modeldeploy.reconcile.interfaces import Agents, ClusterView, KubeWriter
-from modeldeploy.reconcile import autoscaling, canary
 from modeldeploy.reconcile.autoscaling import Autoscaler
 from modeldeploy.reconcile.observe import children, observe
 from modeldeploy.render import names
 from modeldeploy.render import traffic as traffic_render
-from modeldeploy.render.triton import AGENT_TOKEN_KEY, Owner, RenderOptions, render_service, render_track
+from modeldeploy.render.triton import Owner, RenderOptions, render_service, render_track
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +53,6 @@ UNPROCESSABLE = 422
 REASON_NAME_TAKEN = "NameTaken"
 #: Seconds between two steady-state checks of what the pods' agents serve (agent GETs, no API request).
 VERIFY_SECONDS = 300.0
-#: A token older than this is rotated when it is next needed; the old one is kept as previous-token.
-ROTATE_AFTER = timedelta(days=7)
-#: After a rotation the old token signs commands this long: the kubelet refreshes the pods' copy of the
-#: Secret within about a minute, and until then the agents know only the old one.
-ROTATION_GRACE = timedelta(minutes=5)
-ANNOTATION_ROTATED_AT = "modeldeploy.io/token-rotated-at"
 
 
 @dataclass(frozen=True)
@@ -105,6 +93,7 @@ class Reconciler:
     def __post_init__(self) -> None:
         if self.autoscaler is None:
             self.autoscaler = Autoscaler(self.metrics)
+        self.commands = AgentCommands(self.kube, self.agents, lambda: self.now())  # now may be replaced
         self._verified: dict[tuple[str, str], float] = {}
 
     def forget(self, namespace: str, name: str) -> None:
@@ -159,7 +148,7 @@ class Reconciler:
         extra: dict[str, Any] = {}
         if spec.compression is not None:
             try:
-                settled = compression.settle(_CompressionIO(self.view, self.kube), owner, generation, spec,
+                settled = compression.settle(compression.CachedIO(self.view, self.kube), owner, generation, spec,
                                              self.options)
             except KubeError as err:
                 return Observation(**base, apply_error=str(err)), {"retry": str(err)}
@@ -229,11 +218,11 @@ class Reconciler:
              generation: int) -> dict[str, Any] | None:
         """Apply every track's objects and the Service, tell agents, prune. Returns the stable Deployment."""
         if plan.new_pods:
-            self._ensure_agent_token(owner, spec)
+            self.commands.ensure_token(owner, spec)
         stable = self._tracks(actor, owner, plan.tracks, observed).get(c.TRACK_STABLE)
         actor.ensure(render_service(owner, spec))
         if plan.swap is not None:
-            self._swap(owner, spec, plan.swap, observed, generation)
+            self.commands.swap(owner, spec, plan.swap, list(observed.pods), generation)
         if plan.restart:  # like `kubectl rollout restart`; the same model again is a no-op
             self.kube.stamp_pod_template(owner.namespace, plan.stable.deployment, c.ANNOTATION_MODEL_FILES,
                                          names.short_hash(planning.desired_model(spec).files_key()))
@@ -275,7 +264,7 @@ class Reconciler:
         actor = Actor(self.view, self.kube, self.memo, owner.uid)
         try:
             if previous.get("currentRevision") != stable_track.revision or len(rnd.tracks) > 1:
-                self._ensure_agent_token(owner, spec)
+                self.commands.ensure_token(owner, spec)
             live = self._tracks(actor, owner, rnd.tracks, observed)
             actor.ensure(render_service(owner, spec))
             if roles.traffic is not None:
@@ -321,61 +310,6 @@ class Reconciler:
                         model_sha256=served.get("sha256"))
         return Observation(**base, deployment=deployment, hold=compression_job.hold_reason(settled.outcome))
 
-    # --- agents --------------------------------------------------------------------------------
-    def _ensure_agent_token(self, owner: Owner, spec) -> None:
-        """Secret ``<name>-agent-keys`` exists and is ours (created once; one request when new pods come)."""
-        name = names.agent_token_name(owner.name)
-        created = self.kube.create_secret_token(owner.namespace, name, AGENT_TOKEN_KEY, owner.reference(),
-                                                names.common_labels(owner.name, spec.model.name))
-        if not created:
-            existing = self.kube.get("Secret", owner.namespace, name)
-            if existing is not None and not owned_by(existing, owner.uid):
-                raise Conflict("Secret", owner.namespace, name, "its token would reach our pods' agents")
-
-    def _agent_token(self, owner: Owner, spec) -> str | None:
-        """The token to sign an agent command with (read only when a pod is told something; recreated if
-        deleted). A token older than ROTATE_AFTER is rotated first; during ROTATION_GRACE after a rotation
-        the previous one signs, since pods learn the new one only with the kubelet's next Secret refresh."""
-        name = names.agent_token_name(owner.name)
-        secret = self.kube.get("Secret", owner.namespace, name)
-        if secret is None:
-            self._ensure_agent_token(owner, spec)
-            secret = self.kube.get("Secret", owner.namespace, name)
-        if secret is None or not owned_by(secret, owner.uid):
-            return None
-        meta, now = secret.get("metadata") or {}, self.now()
-        rotated = _parse_time((meta.get("annotations") or {}).get(ANNOTATION_ROTATED_AT)
-                              or meta.get("creationTimestamp")) or now
-        data = dict(secret.get("data") or {})
-        if now - rotated >= ROTATE_AFTER and data.get(AGENT_TOKEN_KEY):
-            fresh = base64.b64encode(secrets.token_urlsafe(32).encode()).decode()
-            data = {**data, agent_auth.PREVIOUS_TOKEN_SECRET_KEY: data[AGENT_TOKEN_KEY], AGENT_TOKEN_KEY: fresh}
-            self.kube.patch_secret(owner.namespace, name, {
-                "metadata": {"annotations": {ANNOTATION_ROTATED_AT: format_time(now)}},
-                "data": {AGENT_TOKEN_KEY: fresh, agent_auth.PREVIOUS_TOKEN_SECRET_KEY: data[
-                    agent_auth.PREVIOUS_TOKEN_SECRET_KEY]}})
-            rotated = now
-        key = AGENT_TOKEN_KEY
-        if now - rotated < ROTATION_GRACE and data.get(agent_auth.PREVIOUS_TOKEN_SECRET_KEY):
-            key = agent_auth.PREVIOUS_TOKEN_SECRET_KEY
-        value = data.get(key)
-        return base64.b64decode(value).decode() if value else None
-
-    def _swap(self, owner: Owner, spec, swap: model_swap.Plan, observed: planning.Observed, generation: int) -> None:
-        # Bound to this generation: the agent refuses a replayed command of an older one.
-        desired = dataclasses.replace(planning.desired_model(spec), generation=generation)
-        if swap.put:
-            token = self._agent_token(owner, spec)
-            pods = {p["metadata"]["name"]: p for p in observed.pods}
-            for pod_name in swap.put:
-                url = endpoint(pods[pod_name]) if pod_name in pods else None
-                if url is None:
-                    continue
-                try:
-                    self.agents.put(url, desired.body(), token)  # type: ignore[union-attr]
-                except AgentError:
-                    pass  # the next round asks again and reports what the agent says
-
 
 def _swap_status(plan: planning.Plan, spec, previous: Mapping[str, Any]
                  ) -> tuple[tuple[str, str, bool] | None, dict[str, Any] | None, Mapping[str, Any]]:
@@ -401,13 +335,6 @@ def model_status(spec) -> dict[str, Any]:
     if model.sha256:
         out["sha256"] = model.sha256
     return out
-
-
-def _parse_time(value: Any) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
-    except ValueError:
-        return None
 
 
 def _earliest(*delays: float | None) -> float | None:
@@ -445,31 +372,3 @@ def _replica_failure(deployment: Mapping[str, Any] | None) -> str | None:
         if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
             return f"{cond.get('reason', 'ReplicaFailure')}: {cond.get('message', '')}".strip()
     return None
-
-
-class _CompressionIO:
-    """What reconcile/compression.py needs, over the watch cache (reads) and the writer (writes)."""
-
-    def __init__(self, view: ClusterView, kube: KubeWriter):
-        self.view, self.kube = view, kube
-
-    def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.view.get("ConfigMap", namespace, name)
-
-    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.view.get("Job", namespace, name)
-
-    def create_job(self, job: Mapping[str, Any]) -> dict[str, Any]:
-        created = self.kube.create_job(job)
-        self.view.store("Job", created)
-        return created
-
-    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        label, _, value = selector.partition("=")
-        return self.view.labelled("Pod", namespace, label, value)
-
-    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        applied = self.kube.apply(obj)
-        self.view.store(obj["kind"], applied)
-        return applied
-

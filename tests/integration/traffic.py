@@ -21,6 +21,8 @@ class Outcome:
     status: int | str
     """HTTP status, or the exception's repr when no response came."""
     version: str | None = None
+    error: str | None = None
+    """The start of the error body of a non-200 answer (Triton's ``{"error": ...}``)."""
 
 
 def infer_body(model: str = "digits") -> bytes:
@@ -40,12 +42,17 @@ class Traffic:
     model: str = "digits"
     threads: int = 2
     total: int | None = None
+    rate: float | None = None
+    """Requests started per second, all threads together (None: as fast as the threads go)."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Extra request headers (e.g. a canary header match)."""
     outcomes: list[Outcome] = field(default_factory=list)
 
     def __post_init__(self):
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._sent = 0
+        self._began = time.monotonic()
         self._workers = [threading.Thread(target=self._run, daemon=True) for _ in range(self.threads)]
         self._body = infer_body(self.model)
 
@@ -54,11 +61,14 @@ class Traffic:
             if self._stop.is_set() or (self.total is not None and self._sent >= self.total):
                 return False
             self._sent += 1
-            return True
+            slot = None if self.rate is None else self._began + (self._sent - 1) / self.rate
+        if slot is not None:  # an open-loop schedule: the n-th request starts at n / rate (or late, never early)
+            self._stop.wait(max(0.0, slot - time.monotonic()))
+        return not self._stop.is_set()
 
     def _run(self) -> None:
         host, port = self.hostport.rsplit(":", 1)
-        headers = {"Content-Type": "application/json", **({"Host": self.host} if self.host else {})}
+        headers = {"Content-Type": "application/json", **({"Host": self.host} if self.host else {}), **self.headers}
         conn = None
         while self._take():
             started = time.monotonic()
@@ -68,7 +78,8 @@ class Traffic:
                 resp = conn.getresponse()
                 data = resp.read()
                 version = json.loads(data).get("model_version") if resp.status == 200 else None
-                outcome = Outcome(started, time.monotonic(), resp.status, version)
+                error = None if resp.status == 200 else data[:300].decode(errors="replace")
+                outcome = Outcome(started, time.monotonic(), resp.status, version, error)
                 if (resp.getheader("connection") or "").lower() == "close":
                     conn.close()
                     conn = None
@@ -81,6 +92,7 @@ class Traffic:
             conn.close()  # Triton waits for open keep-alive connections when it stops
 
     def start(self) -> "Traffic":
+        self._began = time.monotonic()
         for worker in self._workers:
             worker.start()
         return self

@@ -126,6 +126,7 @@ class Measurements:
     canary: RevisionData | None = None
     stable: RevisionData | None = None
     unavailable: str | None = None  # Prometheus unreachable, an error, no canary series: hold
+    canary_unseen: bool = False  # Prometheus answered, but holds no series of the canary (yet: a first scrape)
 
 
 def deltas(points: Sequence[Point]) -> list[tuple[float, float, float]]:

@@ -27,14 +27,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from modeldeploy.api import constants as c
+from modeldeploy.sandbox.canary_watch import CanaryWatch
 from modeldeploy.sandbox.examples import (INJECTED_FAILURE, canary_rollout, gateway_target, python_on_runner,
                                           wait_routed, write_python_model)
 
@@ -53,78 +52,6 @@ and this test's 0.25 s status polling, with margin."""
 
 
 # --- helpers --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Seen:
-    at: float  # time.monotonic() when the poller saw it
-    canary: dict
-    conditions: dict
-
-
-class StatusLog:
-    """Polls the ModelDeployment every 0.25 s and keeps every distinct ``status.canary`` with when it was seen."""
-
-    def __init__(self, api, namespace: str, name: str):
-        self.api, self.namespace, self.name = api, namespace, name
-        self.seen: list[Seen] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                md = get_md(self.api, self.namespace, self.name)
-            except Exception:  # noqa: BLE001 - the API server may be briefly busy; poll again
-                md = None
-            if md is not None:
-                status = md.get("status") or {}
-                canary = {k: v for k, v in (status.get("canary") or {}).items() if k != "history"}
-                conds = {x["type"]: x for x in status.get("conditions") or ()}
-                if not self.seen or self.seen[-1].canary != canary or self.seen[-1].conditions != conds:
-                    self.seen.append(Seen(time.monotonic(), canary, conds))
-            self._stop.wait(0.25)
-
-    def __enter__(self) -> "StatusLog":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def phases(self) -> list[str]:
-        out: list[str] = []
-        for s in self.seen:
-            phase = s.canary.get("phase")
-            if phase and (not out or out[-1] != phase):
-                out.append(phase)
-        return out
-
-    def weights(self) -> list[tuple[float, int]]:
-        """(first seen, weight) at every change of the applied weight while a canary ran."""
-        out: list[tuple[float, int]] = []
-        for s in self.seen:
-            if s.canary.get("phase") not in ("Progressing", "Paused", "Holding", "RollingBack", "Promoting"):
-                continue
-            w = int(s.canary.get("weight") or 0)
-            if not out or out[-1][1] != w:
-                out.append((s.at, w))
-        return out
-
-    def timeline(self, since: float | None = None) -> str:
-        """One line per status seen: seconds, phase, step, weight, the last analysis (for -s output and failures)."""
-        t0 = since if since is not None else (self.seen[0].at if self.seen else 0.0)
-        lines = []
-        for s in self.seen:
-            cn, last = s.canary, s.canary.get("lastAnalysis") or {}
-            metrics = s.conditions.get("MetricsAvailable", {}).get("status", "-")
-            lines.append(f"  {s.at - t0:6.1f}s {cn.get('phase')} step {cn.get('step')} weight {cn.get('weight')} "
-                         f"metrics {metrics} | {last.get('result')}: {str(last.get('message'))[:160]}")
-        return "\n".join(lines)
-
-    def first(self, predicate) -> Seen | None:
-        return next((s for s in self.seen if predicate(s)), None)
 
 
 def canary_of(md: dict) -> dict:
@@ -158,7 +85,7 @@ def share_tolerance(n: int) -> float:
     return max(0.02, 6.0 / n)
 
 
-def shares_by_weight(load: Traffic, log: StatusLog, end: float) -> list[tuple[int, int, float]]:
+def shares_by_weight(load: Traffic, log: CanaryWatch, end: float) -> list[tuple[int, int, float]]:
     """(weight, requests, share answered by version 2) for every weight the rollout applied, over the requests
     started from SETTLE_S after the weight was seen to SETTLE_S before the next change (or ``end``)."""
     changes = log.weights() + [(end, -1)]
@@ -248,7 +175,7 @@ def test_a_healthy_version_is_promoted_through_every_step_and_the_gateway_follow
     hostport, md = start_stable(api, namespace, name, body, gateway_url, host)
     stable = md["status"]["currentRevision"]
 
-    with StatusLog(api, namespace, name) as log, Traffic(hostport, host=host, model=MODEL, threads=4,
+    with CanaryWatch(api, namespace, name) as log, Traffic(hostport, host=host, model=MODEL, threads=4,
                                                          rate=RATE) as load:
         load.wait_for(100)
         new_version(api, namespace, name, tmp_path)
@@ -290,7 +217,7 @@ def test_without_a_router_the_replica_split_carries_the_traffic(api, operator, n
     hostport, host = gateway_target(gateway_url, name, namespace)  # the Service's host: endpoints, equal weight
     start_stable(api, namespace, name, body, gateway_url, host)
 
-    with StatusLog(api, namespace, name) as log, Traffic(hostport, host=host, model=MODEL, threads=4,
+    with CanaryWatch(api, namespace, name) as log, Traffic(hostport, host=host, model=MODEL, threads=4,
                                                          rate=RATE) as load:
         load.wait_for(100)
         new_version(api, namespace, name, tmp_path)
@@ -323,7 +250,7 @@ def test_a_bad_canary_is_rolled_back_and_stable_takes_all_traffic_without_a_fail
     # is several times stable's (>= 1.5x).
     model = {"fail_every": 25} if fault == "errors" else {"delay_ms": 40}
 
-    with StatusLog(api, namespace, name) as log, Traffic(hostport, host=host, model=MODEL, threads=4,
+    with CanaryWatch(api, namespace, name) as log, Traffic(hostport, host=host, model=MODEL, threads=4,
                                                          rate=RATE) as load:
         load.wait_for(100)
         new_version(api, namespace, name, tmp_path, **model)
@@ -370,7 +297,7 @@ def test_prometheus_stopped_mid_rollout_holds_it_and_started_again_it_goes_on_to
     prometheus = PrometheusProcess(sandbox)
     url = sandbox.prometheus_url
 
-    with StatusLog(api, namespace, name) as log, Traffic(hostport, host=host, model=MODEL, threads=4,
+    with CanaryWatch(api, namespace, name) as log, Traffic(hostport, host=host, model=MODEL, threads=4,
                                                          rate=RATE) as load:
         load.wait_for(100)
         new_version(api, namespace, name, tmp_path)
@@ -425,7 +352,7 @@ def test_the_operator_killed_mid_rollout_resumes_at_the_same_step(api, operator,
     body = md_body(name, tmp_path, canary_rollout(steps, hostnames=(host,)))
     hostport, _ = start_stable(api, namespace, name, body, gateway_url, host)
 
-    with StatusLog(api, namespace, name) as log, Traffic(hostport, host=host, model=MODEL, threads=4,
+    with CanaryWatch(api, namespace, name) as log, Traffic(hostport, host=host, model=MODEL, threads=4,
                                                          rate=RATE) as load:
         load.wait_for(100)
         new_version(api, namespace, name, tmp_path)

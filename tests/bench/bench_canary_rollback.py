@@ -1,0 +1,275 @@
+"""Time from a bad canary's first request to all traffic back on stable, in the sandbox, end to end.
+
+What runs: the sandbox (real Triton pods on the runner node, Prometheus, the Gateway API data plane) and the
+operator. One ModelDeployment serves a python-backend model (``sandbox/examples.python_model_source``,
+unbatched, no added delay) as stable, with ``strategy: Canary``, steps ``[setWeight 10, pause 10m]``, Gateway
+API routing through Gateway ``gateway-system/sandbox``, and **no analysis block: the default checks**
+(error rate <= 1.5x stable, p99 <= 1.2x stable, every 10 s, significance 0.005 each). A load generator sends
+``--rate`` requests/s through the gateway for the whole run. Each run patches the model to a new version with
+one fault and waits for the rollback:
+
+- ``error``: each request fails with probability ``--error-pp`` % (an exception in the model, which Triton
+  counts as a failure; seeded per run);
+- ``latency``: every request sleeps ``(--latency-factor - 1) x stable's p99``, stable's p99 read from
+  Prometheus just before the run (the largest stable pod's summary p99), so the canary's p99 is about
+  ``--latency-factor`` x stable's — the fault the replay benchmark injects.
+
+Measured per run, from the client's side: **first canary traffic** (the first request the canary answered,
+or failed) to **all traffic back on stable** (the start of the last request that reached the canary; every
+later one was answered by stable). Also the decision time (the poller seeing RollingBack/Aborted), failed
+requests that were not the canary model's own (must be 0), and the canary's share before the decision.
+
+Usage (the sandbox up, in its folder; the script starts its own operator unless one already runs):
+    MODELDEPLOY_SANDBOX_DIR=/tmp/sbx-me python tests/bench/bench_canary_rollback.py --runs 20 --rate 250 \\
+        --fault error --fault latency --json /tmp/rollback.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "operator"))
+
+from modeldeploy.api import constants as c  # noqa: E402
+from modeldeploy.sandbox.canary_watch import CanaryWatch, wait_canary  # noqa: E402
+from modeldeploy.sandbox.examples import (INJECTED_FAILURE, canary_rollout, file_sha256, gateway_target,  # noqa: E402
+                                          python_on_runner, wait_routed, write_python_model)
+from modeldeploy.sandbox.traffic import Outcome, Traffic  # noqa: E402
+
+NAME, MODEL = "bench", "canary"
+
+
+def say(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100), as the replay benchmark reports them."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def injected(o: Outcome) -> bool:
+    return o.status != 200 and INJECTED_FAILURE in (o.error or "")
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        from kubernetes import client, config
+
+        from modeldeploy.sandbox.cluster import Sandbox
+
+        self.args = args
+        self.box = Sandbox()
+        if not self.box.is_up():
+            raise SystemExit(f"the sandbox in {self.box.state_dir} is not up: `modeldeploy sandbox up` first")
+        if not (self.box.gateway_url and self.box.prometheus_url):
+            raise SystemExit("the sandbox has no gateway or no Prometheus (needs the pod network)")
+        self.api = config.new_client_from_config(config_file=str(self.box.kubeconfig_path))
+        self.core, self.custom = client.CoreV1Api(self.api), client.CustomObjectsApi(self.api)
+        self.namespace = args.namespace or f"bench-canary-{uuid.uuid4().hex[:6]}"
+        self.host = f"{NAME}.{self.namespace}.example"
+        self.hostport, _ = gateway_target(self.box.gateway_url, "unused", self.namespace)
+        self.work = Path(args.workdir or f"/tmp/{self.namespace}")
+        self.operator: subprocess.Popen | None = None
+        self.version = 1
+
+    # --- setup ------------------------------------------------------------------------------------------------
+    def start_operator(self) -> None:
+        from modeldeploy.sandbox.crd import install_crd
+        from modeldeploy.sandbox.operators import foreign_operators
+
+        install_crd(self.box.kubeconfig_path)
+        others = foreign_operators(self.box.kubeconfig_path)
+        if others:
+            say(f"using the operator that already reconciles this sandbox: {others[0].describe()}")
+            return
+        env = {**os.environ, "KUBECONFIG": str(self.box.kubeconfig_path), "PYTHONPATH": str(ROOT / "operator"),
+               "MODELDEPLOY_PROMETHEUS_URL": self.box.prometheus_url}
+        log = open(self.work / "operator.log", "ab")
+        self.operator = subprocess.Popen([sys.executable, "-m", "modeldeploy", "operator"], env=env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        say(f"operator started (pid {self.operator.pid}, log {self.work / 'operator.log'})")
+
+    def stop_operator(self) -> None:
+        if self.operator is not None and self.operator.poll() is None:
+            self.operator.send_signal(signal.SIGTERM)
+            try:
+                self.operator.wait(20)
+            except subprocess.TimeoutExpired:
+                self.operator.kill()
+
+    def setup(self) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.start_operator()
+        self.core.create_namespace({"metadata": {"name": self.namespace}})
+        stable = write_python_model(self.work / "v1", note="stable")
+        body = python_on_runner(NAME, stable, version=1, model_name=MODEL, replicas=1)
+        # The default analysis (no analysis block); 10 % until judged, then a long pause.
+        body["spec"]["rollout"] = canary_rollout([{"setWeight": 10}, {"pause": {"duration": "10m"}}],
+                                                 hostnames=(self.host,))
+        del body["spec"]["rollout"]["canary"]["analysis"]
+        body["metadata"]["namespace"] = self.namespace
+        self.custom.create_namespaced_custom_object(c.GROUP, c.VERSION, self.namespace, c.PLURAL, body)
+        watch = CanaryWatch(self.api, self.namespace, NAME)
+        wait_canary(watch, lambda cn, md: any(x["type"] == "Ready" and x["status"] == "True"
+                                              for x in (md.get("status") or {}).get("conditions") or ()),
+                    300, "the stable revision Ready")
+        wait_routed(self.hostport, MODEL, self.host, timeout=120)
+        say(f"stable ready in namespace {self.namespace}; warming up with {self.args.rate:g} requests/s")
+        with Traffic(self.hostport, host=self.host, model=MODEL, threads=self.args.threads, rate=self.args.rate) as t:
+            time.sleep(self.args.warmup)
+        say(f"warm-up: {len(t.outcomes)} requests, {len(t.failures)} failed")
+
+    def teardown(self) -> None:
+        if not self.args.keep:
+            try:
+                self.core.delete_namespace(self.namespace)
+            except Exception as exc:  # noqa: BLE001
+                say(f"namespace {self.namespace} not deleted: {exc}")
+        self.stop_operator()
+
+    # --- one run ----------------------------------------------------------------------------------------------
+    def stable_p99_ms(self) -> float:
+        from modeldeploy.adapters.prometheus import PrometheusProvider
+
+        md = self.custom.get_namespaced_custom_object(c.GROUP, c.VERSION, self.namespace, c.PLURAL, NAME)
+        stable = md["status"]["currentRevision"]
+        query = (f'max(nv_inference_request_summary_us{{namespace="{self.namespace}",modeldeployment="{NAME}",'
+                 f'revision="{stable}",quantile="0.99"}})')
+        samples = PrometheusProvider(self.box.prometheus_url).query(query)
+        values = [s.value for s in samples if math.isfinite(s.value)]
+        if not values:
+            raise RuntimeError(f"no stable p99 in Prometheus ({query})")
+        return values[0] / 1000.0
+
+    def run(self, fault: str, index: int) -> dict[str, Any]:
+        self.version += 1
+        version = self.version
+        details: dict[str, Any] = {"fault": fault, "run": index, "version": version}
+        if fault == "error":
+            model = {"fail_probability": self.args.error_pp / 100, "seed": version}
+            details["error_pp"] = self.args.error_pp
+        else:
+            p99 = self.stable_p99_ms()
+            model = {"delay_ms": round((self.args.latency_factor - 1) * p99, 3)}
+            details.update(stable_p99_ms=round(p99, 3), delay_ms=model["delay_ms"])
+        path = write_python_model(self.work / f"v{version}", note=f"{fault} canary, run {index}", **model)
+        patch = {"spec": {"model": {"uri": f"file://{path}", "version": version, "sha256": file_sha256(path)}}}
+        with CanaryWatch(self.api, self.namespace, NAME) as watch, \
+                Traffic(self.hostport, host=self.host, model=MODEL, threads=self.args.threads,
+                        rate=self.args.rate) as load:
+            time.sleep(1.0)
+            patched = time.monotonic()
+            self.custom.patch_namespaced_custom_object(c.GROUP, c.VERSION, self.namespace, c.PLURAL, NAME, patch)
+            md = wait_canary(watch, lambda cn, m: cn.get("phase") in ("Aborted", "Promoted")
+                             and cn.get("startedAt") and (m.get("status") or {}).get("observedGeneration")
+                             == m["metadata"]["generation"] and str(
+                                 (cn.get("history") or [{}])[0].get("change", "")).endswith(f"-> {version}"),
+                             self.args.timeout,
+                             f"run {index}: the canary (version {version}) rolled back")
+            ended = time.monotonic()
+            # Keep sending until 5 s of requests were answered by stable alone after the rollback.
+            time.sleep(5.0)
+        canary = md["status"]["canary"]
+        mine = [o for o in load.outcomes if o.version == str(version) or injected(o)]
+        others = [o for o in load.outcomes if o.status != 200 and not injected(o)]
+        decided = watch.first(lambda s: s.canary.get("revision") == canary["revision"]
+                              and s.canary.get("phase") in ("RollingBack", "Aborted"), since=patched)
+        weight = watch.first(lambda s: s.canary.get("revision") == canary["revision"]
+                             and s.canary.get("weight") == 10, since=patched)
+        details.update(
+            outcome=canary["phase"], message=canary.get("message"), requests=len(load.outcomes),
+            canary_requests=len(mine), canary_failed=sum(injected(o) for o in mine), other_failures=len(others),
+            other_failure_samples=[o.status for o in others[:5]],
+            patch_to_weight_s=None if weight is None else round(weight.at - patched, 2),
+            patch_to_end_s=round(ended - patched, 2))
+        if mine:
+            first, last = min(o.started for o in mine), max(o.started for o in mine)
+            after = [o for o in load.outcomes if o.started > last]
+            details.update(first_to_stable_s=round(last - first, 2),
+                           first_to_decision_s=None if decided is None else round(decided.at - first, 2),
+                           decision_to_stable_s=None if decided is None else round(last - decided.at, 2),
+                           stable_only_after=len(after), after_versions=sorted({o.version or "-" for o in after}))
+        return details
+
+    def wait_canary_gone(self) -> None:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            pods = self.core.list_namespaced_pod(self.namespace, label_selector=f"{c.LABEL_INSTANCE}={NAME}").items
+            if len(pods) <= 1:
+                return
+            time.sleep(1)
+
+
+def summary(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["| fault | runs | rolled back | first canary request -> all on stable p50 / p95 / max | "
+             "-> decision p50 / p95 | decision -> all on stable p50 / p95 | failed requests not the canary's |",
+             "|---|---|---|---|---|---|---|"]
+    for fault in sorted({r["fault"] for r in rows}):
+        mine = [r for r in rows if r["fault"] == fault]
+        done = [r for r in mine if r.get("first_to_stable_s") is not None and r["outcome"] == "Aborted"]
+        t = [r["first_to_stable_s"] for r in done]
+        d = [r["first_to_decision_s"] for r in done if r.get("first_to_decision_s") is not None]
+        b = [r["decision_to_stable_s"] for r in done if r.get("decision_to_stable_s") is not None]
+
+        def fmt(values: list[float], *qs: float) -> str:
+            return " / ".join(f"{percentile(values, q):.1f} s" for q in qs) if values else "-"
+        lines.append(f"| {fault} | {len(mine)} | {len(done)}/{len(mine)} | {fmt(t, 50, 95, 100)} | {fmt(d, 50, 95)} | "
+                     f"{fmt(b, 50, 95)} | {sum(r['other_failures'] for r in mine)} of "
+                     f"{sum(r['requests'] for r in mine)} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20, help="runs per fault")
+    parser.add_argument("--fault", action="append", choices=["error", "latency"], help="default: both")
+    parser.add_argument("--rate", type=float, default=250.0, help="requests/s through the gateway")
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--error-pp", type=float, default=1.0, help="percent of canary requests failing")
+    parser.add_argument("--latency-factor", type=float, default=1.5, help="canary p99 / stable p99")
+    parser.add_argument("--warmup", type=float, default=60.0, help="seconds of load before the first run")
+    parser.add_argument("--timeout", type=float, default=600.0, help="per run")
+    parser.add_argument("--namespace")
+    parser.add_argument("--workdir")
+    parser.add_argument("--keep", action="store_true", help="keep the namespace")
+    parser.add_argument("--json", help="write every run here")
+    args = parser.parse_args(argv)
+    faults = args.fault or ["error", "latency"]
+    bench = Bench(args)
+    rows: list[dict[str, Any]] = []
+    began = time.monotonic()
+    try:
+        bench.setup()
+        for i in range(args.runs):
+            for fault in faults:   # interleaved, so both see the same machine load over time
+                row = bench.run(fault, i + 1)
+                rows.append(row)
+                say(json.dumps(row))
+                bench.wait_canary_gone()
+                if args.json:
+                    Path(args.json).write_text(json.dumps(rows, indent=1))
+    finally:
+        bench.teardown()
+    load = os.getloadavg()
+    print(f"{len(rows)} runs in {time.monotonic() - began:.0f} s at {args.rate:g} requests/s ({args.threads} client "
+          f"threads) through the sandbox gateway; load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}")
+    print(summary(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -24,18 +24,16 @@ The assertions are about behaviour (what was decided and what the gateway did), 
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from modeldeploy.api import constants as c
 from modeldeploy.sandbox.canary_watch import CanaryWatch
 from modeldeploy.sandbox.examples import (INJECTED_FAILURE, canary_rollout, gateway_target, python_on_runner,
                                           wait_routed, write_python_model)
+from modeldeploy.sandbox.outage import PrometheusOutage
 
 from .conftest import wait_for
 from .test_operator import condition, create_md, get_md, patch_md, wait_ready
@@ -127,41 +125,6 @@ def start_stable(api, namespace: str, name: str, body: dict, gateway_url: str, h
 
 
 STEPS = [{"setWeight": 10}, {"pause": {"duration": "6s"}}, {"setWeight": 50}, {"pause": {"duration": "6s"}}]
-
-
-# --- Prometheus, stopped and started as its process ------------------------------------------------------
-
-
-class PrometheusProcess:
-    """The sandbox's Prometheus, stopped (SIGTERM, as an outage or an upgrade would) and started again with the
-    same command line (same port, same TSDB folder), so the operator's URL stays valid."""
-
-    def __init__(self, sandbox):
-        self.pidfile = sandbox.prometheus_pidfile
-        self.log = sandbox.log_path("prometheus")
-        self.argv: list[str] | None = None
-        self.cwd: str | None = None
-
-    def stop(self) -> None:
-        pid = int(self.pidfile.read_text())
-        self.argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
-        self.cwd = os.readlink(f"/proc/{pid}/cwd")
-        os.kill(pid, signal.SIGTERM)
-        wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2],
-                 30, interval=0.2, what=f"prometheus pid {pid} gone")
-
-    def start(self, url: str) -> None:
-        assert self.argv is not None
-        with open(self.log, "ab") as fh:
-            proc = subprocess.Popen(self.argv, cwd=self.cwd, stdout=fh, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        self.pidfile.write_text(str(proc.pid))
-
-        def ready():
-            import urllib.request
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as resp:
-                return resp.status == 200
-        wait_for(ready, 60, what="Prometheus ready again")
 
 
 # --- scenarios ------------------------------------------------------------------------------------------
@@ -294,8 +257,7 @@ def test_prometheus_stopped_mid_rollout_holds_it_and_started_again_it_goes_on_to
     steps = [{"setWeight": 10}, {"pause": {"duration": "6s"}}, {"setWeight": 50}, {"pause": {"duration": "6s"}}]
     body = md_body(name, tmp_path, canary_rollout(steps, hostnames=(host,)))
     hostport, _ = start_stable(api, namespace, name, body, gateway_url, host)
-    prometheus = PrometheusProcess(sandbox)
-    url = sandbox.prometheus_url
+    prometheus = PrometheusOutage(sandbox)
 
     with CanaryWatch(api, namespace, name) as log, Traffic(hostport, host=host, model=MODEL, threads=4,
                                                          rate=RATE) as load:
@@ -317,7 +279,7 @@ def test_prometheus_stopped_mid_rollout_holds_it_and_started_again_it_goes_on_to
             md = get_md(api, namespace, name)
             during = canary_of(md)
         finally:
-            prometheus.start(url)
+            prometheus.start()
         restarted = time.monotonic()
         md = wait_canary(api, namespace, name, lambda cn, m: cn.get("phase") == "Promoted", 240,
                          "the canary Promoted after Prometheus came back")

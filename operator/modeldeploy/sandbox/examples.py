@@ -291,13 +291,14 @@ def write_python_model(folder: Path | str, delay_ms: float = 0.0, fail_every: in
 
 
 def python_on_runner(name: str, model_path: Path | str, version: int = 1, model_name: str = "canary",
-                     replicas: int = 1) -> dict[str, Any]:
+                     replicas: int = 1, instances: int = 1) -> dict[str, Any]:
     """A ``format: python`` model (``model.py``, e.g. from :func:`write_python_model`) on the runner node,
-    unbatched (one request per call, so a model's delay and failures are per request), ``replicas`` pods,
-    model version ``version``."""
+    unbatched (one request per call, so a model's delay and failures are per request), ``instances`` model
+    instances per pod (calls run in parallel; a model that sleeps needs several under load), ``replicas``
+    pods, model version ``version``."""
     md = onnx_on_runner(name, model_name, model_path, sha256=file_sha256(Path(model_path)))
     md["spec"]["model"].update(format="python", version=version)
-    md["spec"]["serving"] = {"maxBatchSize": 0}
+    md["spec"]["serving"] = {"maxBatchSize": 0, "instancesPerDevice": instances}
     md["spec"]["replicas"] = replicas
     return md
 

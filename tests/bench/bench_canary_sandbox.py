@@ -1,8 +1,9 @@
-"""Time from a bad canary's first request to all traffic back on stable, in the sandbox, end to end.
+"""Canary rollouts measured in the sandbox, end to end: time from a bad canary's first request to all traffic
+back on stable; A/A recordings for the replay benchmark; a 10-minute Prometheus outage mid-rollout.
 
 What runs: the sandbox (real Triton pods on the runner node, Prometheus, the Gateway API data plane) and the
 operator. One ModelDeployment serves a python-backend model (``sandbox/examples.python_model_source``,
-unbatched, no added delay) as stable, with ``strategy: Canary``, steps ``[setWeight 10, pause 10m]``, Gateway
+unbatched, ``--service-ms`` per request, ``--instances`` instances per pod) as stable, with ``strategy: Canary``, steps ``[setWeight 10, pause 10m]``, Gateway
 API routing through Gateway ``gateway-system/sandbox``, and **no analysis block: the default checks**
 (error rate <= 1.5x stable, p99 <= 1.2x stable, every 10 s, significance 0.005 each). A load generator sends
 ``--rate`` requests/s through the gateway for the whole run. Each run patches the model to a new version with
@@ -19,9 +20,19 @@ or failed) to **all traffic back on stable** (the start of the last request that
 later one was answered by stable). Also the decision time (the poller seeing RollingBack/Aborted), failed
 requests that were not the canary model's own (must be 0), and the canary's share before the decision.
 
+``--record-aa SECONDS --out FILE``: instead, an A/A canary (version 2 = the same model, ``skipAnalysis``, 10 %
+until promoted by hand) under the same load for SECONDS, its raw series recorded from Prometheus with
+``record_canary_series.record`` (the replay benchmark's input).
+
+``--outage SECONDS``: instead, a healthy canary (steps 10 %, 30 s, 50 %, 30 s; default analysis) whose
+Prometheus is stopped for SECONDS once its first step passed: every status seen during the outage is checked
+(no step, no promotion, no rollback); then Prometheus is started again and the rollout must end Promoted.
+
 Usage (the sandbox up, in its folder; the script starts its own operator unless one already runs):
-    MODELDEPLOY_SANDBOX_DIR=/tmp/sbx-me python tests/bench/bench_canary_rollback.py --runs 20 --rate 250 \\
+    MODELDEPLOY_SANDBOX_DIR=/tmp/sbx-me python tests/bench/bench_canary_sandbox.py --runs 20 --rate 250 \\
         --fault error --fault latency --json /tmp/rollback.json
+    MODELDEPLOY_SANDBOX_DIR=/tmp/sbx-me python tests/bench/bench_canary_sandbox.py --record-aa 900 --out aa.json
+    MODELDEPLOY_SANDBOX_DIR=/tmp/sbx-me python tests/bench/bench_canary_sandbox.py --outage 600 --rate 50
 """
 
 from __future__ import annotations
@@ -31,7 +42,6 @@ import json
 import math
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -111,16 +121,20 @@ class Bench:
             except subprocess.TimeoutExpired:
                 self.operator.kill()
 
-    def setup(self) -> None:
+    def setup(self, record: bool = False, steps: list[dict[str, Any]] | None = None) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
         self.start_operator()
         self.core.create_namespace({"metadata": {"name": self.namespace}})
-        stable = write_python_model(self.work / "v1", note="stable")
-        body = python_on_runner(NAME, stable, version=1, model_name=MODEL, replicas=1)
-        # The default analysis (no analysis block); 10 % until judged, then a long pause.
-        body["spec"]["rollout"] = canary_rollout([{"setWeight": 10}, {"pause": {"duration": "10m"}}],
-                                                 hostnames=(self.host,))
+        stable = write_python_model(self.work / "v1", delay_ms=self.args.service_ms, note="stable")
+        body = python_on_runner(NAME, stable, version=1, model_name=MODEL, replicas=1, instances=self.args.instances)
+        # The default analysis (no analysis block); 10 % until judged, then a long pause. Recording an A/A
+        # canary: not judged (so nothing ends it), 10 % until promoted by hand.
+        steps = steps or ([{"setWeight": 10}, {"pause": {}}] if record else
+                          [{"setWeight": 10}, {"pause": {"duration": "10m"}}])
+        body["spec"]["rollout"] = canary_rollout(steps, hostnames=(self.host,))
         del body["spec"]["rollout"]["canary"]["analysis"]
+        if record:
+            body["spec"]["rollout"]["canary"]["skipAnalysis"] = True
         body["metadata"]["namespace"] = self.namespace
         self.custom.create_namespaced_custom_object(c.GROUP, c.VERSION, self.namespace, c.PLURAL, body)
         watch = CanaryWatch(self.api, self.namespace, NAME)
@@ -160,11 +174,11 @@ class Bench:
         version = self.version
         details: dict[str, Any] = {"fault": fault, "run": index, "version": version}
         if fault == "error":
-            model = {"fail_probability": self.args.error_pp / 100, "seed": version}
+            model = {"delay_ms": self.args.service_ms, "fail_probability": self.args.error_pp / 100, "seed": version}
             details["error_pp"] = self.args.error_pp
         else:
             p99 = self.stable_p99_ms()
-            model = {"delay_ms": round((self.args.latency_factor - 1) * p99, 3)}
+            model = {"delay_ms": round(self.args.service_ms + (self.args.latency_factor - 1) * p99, 3)}
             details.update(stable_p99_ms=round(p99, 3), delay_ms=model["delay_ms"])
         path = write_python_model(self.work / f"v{version}", note=f"{fault} canary, run {index}", **model)
         patch = {"spec": {"model": {"uri": f"file://{path}", "version": version, "sha256": file_sha256(path)}}}
@@ -205,6 +219,86 @@ class Bench:
                            stable_only_after=len(after), after_versions=sorted({o.version or "-" for o in after}))
         return details
 
+    def record_aa(self, seconds: float, out: Path) -> None:
+        """An A/A canary (version 2: the same model) at 10 % under load for ``seconds``; its series to ``out``."""
+        sys.path.insert(0, str(ROOT / "tests" / "bench"))
+        from datetime import datetime, timedelta, timezone
+
+        from record_canary_series import record
+
+        from modeldeploy.adapters.prometheus import PrometheusProvider
+
+        path = write_python_model(self.work / "v2", delay_ms=self.args.service_ms, note="A/A canary: same model")
+        patch = {"spec": {"model": {"uri": f"file://{path}", "version": 2, "sha256": file_sha256(path)}}}
+        with CanaryWatch(self.api, self.namespace, NAME) as watch, \
+                Traffic(self.hostport, host=self.host, model=MODEL, threads=self.args.threads,
+                        rate=self.args.rate) as load:
+            self.custom.patch_namespaced_custom_object(c.GROUP, c.VERSION, self.namespace, c.PLURAL, NAME, patch)
+            md = wait_canary(watch, lambda cn, m: cn.get("weight") == 10, 300, "the A/A canary at 10 %")
+            start = datetime.now(timezone.utc)
+            say(f"A/A canary at 10 %; recording {seconds:.0f} s")
+            time.sleep(seconds)
+            end = datetime.now(timezone.utc)
+        canary = md["status"]["canary"]
+        provider = PrometheusProvider(self.box.prometheus_url, timeout=30)
+        data = record(provider, namespace=self.namespace, name=NAME, canary=canary["revision"],
+                      stable=canary["stableRevision"], start=start - timedelta(seconds=0), end=end, model=MODEL,
+                      note=(f"A/A: python model sleeping {self.args.service_ms:g} ms, {self.args.instances} instances, "
+                            f"{self.args.rate:g} requests/s through the sandbox gateway, 10 % to the canary; "
+                            f"{len(load.outcomes)} requests, {len(load.failures)} failed; load average "
+                            f"{os.getloadavg()[0]:.1f}"))
+        out.write_text(json.dumps(data))
+        say(f"{out}: {len(data['series'])} series, {sum(len(x['points']) for x in data['series'])} samples, "
+            f"{len(load.outcomes)} requests ({len(load.failures)} failed)")
+
+    def outage(self, seconds: float) -> dict[str, Any]:
+        """A healthy canary; Prometheus stopped for ``seconds`` once step 1 passed; then started again."""
+        from modeldeploy.sandbox.outage import PrometheusOutage
+
+        path = write_python_model(self.work / "v2", delay_ms=self.args.service_ms, note="healthy canary")
+        patch = {"spec": {"model": {"uri": f"file://{path}", "version": 2, "sha256": file_sha256(path)}}}
+        prometheus = PrometheusOutage(self.box)
+        with CanaryWatch(self.api, self.namespace, NAME) as watch, \
+                Traffic(self.hostport, host=self.host, model=MODEL, threads=self.args.threads,
+                        rate=self.args.rate) as load:
+            self.custom.patch_namespaced_custom_object(c.GROUP, c.VERSION, self.namespace, c.PLURAL, NAME, patch)
+            wait_canary(watch, lambda cn, m: cn.get("step") == 1 and cn.get("phase") == "Paused", 300,
+                        "the first step passed (the pause)")
+            prometheus.stop()
+            stopped = time.monotonic()
+            say(f"Prometheus stopped; holding for {seconds:.0f} s")
+            try:
+                time.sleep(seconds)
+            finally:
+                prometheus.start()
+            restarted = time.monotonic()
+            say("Prometheus started again")
+            md = wait_canary(watch, lambda cn, m: cn.get("phase") in ("Promoted", "Aborted"), 600,
+                             "the rollout's end after the outage")
+            ended = time.monotonic()
+        during = [s for s in watch.seen if stopped <= s.at <= restarted]
+        holding = watch.first(lambda s: s.canary.get("phase") == "Holding", since=stopped)
+        back = watch.first(lambda s: s.conditions.get("MetricsAvailable", {}).get("status") == "True",
+                           since=restarted)
+        phases = sorted({s.canary.get("phase") for s in during})
+        result = {
+            "outage_s": round(restarted - stopped, 1), "requests": len(load.outcomes),
+            "failed_requests": len(load.failures),
+            "holding_after_s": None if holding is None else round(holding.at - stopped, 1),
+            "phases_during": phases, "steps_during": sorted({s.canary.get("step") for s in during}),
+            "weights_during": sorted({s.canary.get("weight") for s in during}),
+            "failed_analyses_during": sorted({s.canary.get("failedAnalyses") for s in during}),
+            "metrics_available_during": sorted({s.conditions.get("MetricsAvailable", {}).get("status", "-")
+                                                for s in during if holding and s.at >= holding.at}),
+            "promotions_during": sum(s.canary.get("phase") in ("Promoting", "Promoted") for s in during),
+            "rollbacks_during": sum(s.canary.get("phase") in ("RollingBack", "Aborted") for s in during),
+            "metrics_back_after_s": None if back is None else round(back.at - restarted, 1),
+            "end": md["status"]["canary"]["phase"], "end_after_restart_s": round(ended - restarted, 1),
+            "history": md["status"]["canary"].get("history", [{}])[0].get("outcome"),
+        }
+        say(json.dumps(result))
+        return result
+
     def wait_canary_gone(self) -> None:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -239,6 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fault", action="append", choices=["error", "latency"], help="default: both")
     parser.add_argument("--rate", type=float, default=250.0, help="requests/s through the gateway")
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--service-ms", type=float, default=5.0,
+                        help="what every request of both revisions sleeps (a model's own service time)")
+    parser.add_argument("--instances", type=int, default=4, help="model instances per pod (parallel calls)")
     parser.add_argument("--error-pp", type=float, default=1.0, help="percent of canary requests failing")
     parser.add_argument("--latency-factor", type=float, default=1.5, help="canary p99 / stable p99")
     parser.add_argument("--warmup", type=float, default=60.0, help="seconds of load before the first run")
@@ -247,7 +344,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir")
     parser.add_argument("--keep", action="store_true", help="keep the namespace")
     parser.add_argument("--json", help="write every run here")
+    parser.add_argument("--record-aa", type=float, metavar="SECONDS",
+                        help="instead of the runs: record an A/A canary's series for the replay benchmark")
+    parser.add_argument("--out", help="the recording (with --record-aa)")
+    parser.add_argument("--outage", type=float, metavar="SECONDS",
+                        help="instead of the runs: a Prometheus outage of SECONDS mid-rollout")
     args = parser.parse_args(argv)
+    if args.outage:
+        bench = Bench(args)
+        try:
+            bench.setup(steps=[{"setWeight": 10}, {"pause": {"duration": "30s"}}, {"setWeight": 50},
+                               {"pause": {"duration": "30s"}}])
+            result = bench.outage(args.outage)
+        finally:
+            bench.teardown()
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1))
+        print(json.dumps(result, indent=1))
+        ok = (result["promotions_during"] == 0 and result["rollbacks_during"] == 0 and result["end"] == "Promoted"
+              and len(result["steps_during"]) == 1)
+        return 0 if ok else 1
+    if args.record_aa:
+        if not args.out:
+            parser.error("--record-aa needs --out")
+        bench = Bench(args)
+        try:
+            bench.setup(record=True)
+            bench.record_aa(args.record_aa, Path(args.out))
+        finally:
+            bench.teardown()
+        return 0
     faults = args.fault or ["error", "latency"]
     bench = Bench(args)
     rows: list[dict[str, Any]] = []

@@ -188,12 +188,24 @@ class Bench:
             time.sleep(1.0)
             patched = time.monotonic()
             self.custom.patch_namespaced_custom_object(c.GROUP, c.VERSION, self.namespace, c.PLURAL, NAME, patch)
-            md = wait_canary(watch, lambda cn, m: cn.get("phase") in ("Aborted", "Promoted")
-                             and cn.get("startedAt") and (m.get("status") or {}).get("observedGeneration")
-                             == m["metadata"]["generation"] and str(
-                                 (cn.get("history") or [{}])[0].get("change", "")).endswith(f"-> {version}"),
-                             self.args.timeout,
-                             f"run {index}: the canary (version {version}) rolled back")
+            try:
+                md = wait_canary(watch, lambda cn, m: cn.get("phase") in ("Aborted", "Promoted")
+                                 and cn.get("startedAt") and (m.get("status") or {}).get("observedGeneration")
+                                 == m["metadata"]["generation"] and str(
+                                     (cn.get("history") or [{}])[0].get("change", "")).endswith(f"-> {version}"),
+                                 self.args.timeout,
+                                 f"run {index}: the canary (version {version}) rolled back")
+            except TimeoutError:
+                # Not caught within --timeout: end it by asking for stable's model again (the canary is
+                # Superseded), and record the run as not rolled back.
+                say(f"run {index}: not rolled back within {self.args.timeout:.0f} s; putting version 1 back")
+                self.custom.patch_namespaced_custom_object(c.GROUP, c.VERSION, self.namespace, c.PLURAL, NAME, {
+                    "spec": {"model": {"uri": f"file://{self.work / 'v1' / 'model.py'}", "version": 1,
+                                       "sha256": file_sha256(self.work / "v1" / "model.py")}}})
+                md = wait_canary(watch, lambda cn, m: cn.get("phase") not in ("Progressing", "Paused", "Holding",
+                                                                                 "RollingBack", "Promoting"),
+                                 120, "the canary ended")
+                md["status"]["canary"]["phase"] = f"NotRolledBack (after {self.args.timeout:.0f} s)"
             ended = time.monotonic()
             # Keep sending until 5 s of requests were answered by stable alone after the rollback.
             time.sleep(5.0)

@@ -92,7 +92,7 @@ from modeldeploy.policy import measurements as ms  # noqa: E402
 from modeldeploy.reconcile import analysis as ra  # noqa: E402
 
 FORMAT = "modeldeploy-canary-series/1"
-QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
+QUANTILES = tuple(q for q, _ in cs.SUMMARY_QUANTILES)  # what the operator's Triton reports (synthetic runs)
 NAMESPACE, NAME, MODEL = "bench", "digits", "digits"
 
 
@@ -247,7 +247,7 @@ def to_recording(run: Steps, t0: float, revisions: dict[str, str]) -> dict[str, 
                 total += d
                 points.append([t, total])
             series.append({"labels": {**labels, "__name__": name}, "points": points})
-        for q in QUANTILES:
+        for q in sorted({q for reading in p.quantiles for q in reading}):  # the quantiles recorded
             pts = [[t, reading[q]] for t, reading in zip(times[1:], p.quantiles) if q in reading]
             series.append({"labels": {**labels, "__name__": ms.SUMMARY, "quantile": str(q)}, "points": pts})
     return {"format": FORMAT, "scrape_interval": run.scrape, "revisions": revisions, "canary_start": t0,

@@ -101,6 +101,13 @@ def test_no_canary_series_is_no_data():
     answers[ms.SUMMARY] = []
     data = ra.measure(FakeProvider(answers), TARGET, cs.AnalysisSpec(), started_at=STARTED, now=NOW)
     assert "no series of canary revision a1" in data.unavailable
+    assert data.canary_unseen  # Prometheus answered: the canary may not be scraped yet (policy/analysis.py decides)
+
+
+def test_an_error_is_not_an_unseen_canary():
+    data = ra.measure(FakeProvider(fail="Prometheus http://p:9090: connection refused"), TARGET, cs.AnalysisSpec(),
+                      started_at=STARTED, now=NOW)
+    assert not data.canary_unseen
 
 
 def test_no_stable_series_leaves_stable_empty():

@@ -7,8 +7,10 @@
   result carries the numbers: canary and stable values, the limit, the p-value and the threshold);
 - **Inconclusive**: no violation found, but too few requests to pass yet (or no stable traffic to
   compare with);
-- **NoData**: Prometheus could not answer, answered nothing for the canary, or a custom query had
-  no value. The step machine *holds* on NoData: no promotion and no rollback on missing data.
+- **NoData**: Prometheus could not answer, answered nothing for the canary (once
+  :data:`FIRST_SCRAPE_GRACE_S` passed since the analysis started: before, Inconclusive, because new
+  pods are discovered and scraped a few seconds after they are Ready), or a custom query had no value.
+  The step machine *holds* on NoData: no promotion and no rollback on missing data.
 
 Why statistics, and which
 -------------------------
@@ -86,6 +88,10 @@ from modeldeploy.policy.measurements import QUANTILE_ERRORS, Measurements, Revis
 
 #: "p99 <= L" means at most this fraction of requests is slower than L.
 P99_TAIL = 0.01
+#: How long after the analysis started a canary without any series is only not scraped *yet*: Prometheus
+#: discovers a pod when it runs, and scrapes it at its next scrape (the sandbox: up to 5 s of discovery batching
+#: plus its 2 s interval; Prometheus' default interval is 1 min). Until then: Inconclusive, not a metrics outage.
+FIRST_SCRAPE_GRACE_S = 60.0
 
 
 class Outcome(str, Enum):
@@ -176,6 +182,11 @@ def judge(spec: cs.AnalysisSpec, data: Measurements, *, started_at: datetime, no
     look = max(look_number(started_at, now, spec.interval_seconds), int(previous.get("look") or 0) + 1)
     evidence_in: Mapping[str, Any] = previous.get("evidence") or {}
     alpha = stats.look_alpha(spec.significance, look)
+    waited = (now - started_at).total_seconds()
+    if data.canary_unseen and waited < FIRST_SCRAPE_GRACE_S:
+        return Verdict(Outcome.INCONCLUSIVE, now, look, alpha, (), 0, 0,
+                       f"{data.unavailable or 'no canary series'}: waiting for the first scrape of the canary's pods "
+                       f"({waited:.0f}s of {FIRST_SCRAPE_GRACE_S:.0f}s)", dict(evidence_in))
     if data.unavailable is not None or data.canary is None:
         why = data.unavailable or "no canary measurements"
         return Verdict(Outcome.NO_DATA, now, look, alpha, (), 0, 0,

@@ -31,15 +31,18 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
+from modeldeploy.api import canary as cs
+
 Point = tuple[float, float]  # (unix seconds, value)
 
 #: prometheus-cpp's Summary defaults, which Triton does not override (core src/metric_model_reporter.cc).
 SUMMARY_MAX_AGE_S = 60.0
 SUMMARY_AGE_BUCKETS = 5
 SUMMARY_MIN_COVERAGE_S = SUMMARY_MAX_AGE_S - SUMMARY_MAX_AGE_S / SUMMARY_AGE_BUCKETS  # 48 s
-#: Rank error of each quantile Triton reports (core metric_model_reporter.h's defaults; 0.999's error was
-#: 1e-6 in older releases, 0.001 since: the larger is used, which only makes the p99 check more cautious).
-QUANTILE_ERRORS: Mapping[float, float] = {0.5: 0.05, 0.9: 0.01, 0.95: 0.001, 0.99: 0.001, 0.999: 0.001}
+#: Rank error of each quantile Triton reports: what the operator configures (api/canary.SUMMARY_QUANTILES), which
+#: for 0.5-0.99 are Triton's defaults (core metric_model_reporter.h; 0.999's error was 1e-6 in older releases,
+#: 0.001 since: the larger is used). A quantile not listed is taken with error 0.001.
+QUANTILE_ERRORS: Mapping[float, float] = dict(cs.SUMMARY_QUANTILES)
 
 #: Series names the reader asks for (Triton 2.51).
 SUCCESS = "nv_inference_request_success"
@@ -126,6 +129,7 @@ class Measurements:
     canary: RevisionData | None = None
     stable: RevisionData | None = None
     unavailable: str | None = None  # Prometheus unreachable, an error, no canary series: hold
+    canary_unseen: bool = False  # Prometheus answered, but holds no series of the canary (yet: a first scrape)
 
 
 def deltas(points: Sequence[Point]) -> list[tuple[float, float, float]]:

@@ -71,7 +71,7 @@ def measure(provider: SeriesProvider, target: AnalysisTarget, spec: cs.AnalysisS
         for s in raw:
             by_rev.setdefault(s.labels.get("revision", ""), []).append(ms.RawSeries(s.labels, s.points))
         if not by_rev.get(target.canary_revision):
-            return ms.Measurements(start.timestamp(), end.timestamp(), unavailable=(
+            return ms.Measurements(start.timestamp(), end.timestamp(), canary_unseen=True, unavailable=(
                 f"Prometheus has no series of canary revision {target.canary_revision} "
                 f"(namespace {target.namespace}, {target.name}); are its pods scraped?"))
         custom = {rev: _custom_samples(provider, target, spec, rev, start, end) for rev in revisions}

@@ -34,6 +34,7 @@ from typing import Any, Iterable, Mapping
 from modeldeploy import __version__
 from modeldeploy.api import agent_auth
 from modeldeploy.api import constants as c
+from modeldeploy.api.canary import summary_quantiles_flag
 from modeldeploy.api.spec import Spec
 from modeldeploy.fetch.errors import InvalidURI
 from modeldeploy.fetch.source_file import FILE_NAME as SOURCE_FILE
@@ -165,6 +166,8 @@ def _triton_args(spec: Spec) -> list[str]:
         f"--grpc-port={c.GRPC_PORT}",
         f"--metrics-port={c.METRICS_PORT}",
         "--metrics-config=summary_latencies=true",
+        # The quantiles canary analysis counts with (api/canary.py): Triton's defaults plus 0.97 and 0.98.
+        f"--metrics-config=summary_quantiles={summary_quantiles_flag()}",
         # Only the model agent (it holds the key) may load, unload or configure models.
         *agent_auth.triton_restriction_args(f"$({agent_auth.TRITON_KEY_ENV})"),
     ]

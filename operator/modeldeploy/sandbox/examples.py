@@ -196,3 +196,129 @@ def embed_through_triton(url: str, sentences, model: str = "minilm", batch: int 
         return np.concatenate(parts) if parts else np.zeros((0, minilm.HIDDEN), np.float32)
     finally:
         triton.close()  # an open keep-alive connection would make Triton wait at shutdown
+
+
+# --- python-backend models for canary rollouts: a version that is slower, or fails a share of requests ---------
+
+#: Inputs and outputs of :func:`python_model_source`'s model: the digits model's, so the same requests fit both.
+PYTHON_MODEL_INPUT, PYTHON_MODEL_OUTPUT = "input", "probs"
+#: What a request this model failed on purpose says (clients tell the model's own failures from any other).
+INJECTED_FAILURE = "injected failure"
+
+_PYTHON_MODEL = '''"""A Triton python-backend model for canary tests: {note}.
+
+Input ``input`` FP32 [1, 8, 8] per request (batch dimension first when the config batches), output ``probs``
+FP32 [10] (uniform). Every call sleeps {delay_ms:g} ms; {failing}.
+"""
+import random
+import time
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+DELAY_S = {delay_s!r}
+FAIL_EVERY = {fail_every!r}
+FAIL_PROBABILITY = {fail_probability!r}
+
+
+class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(config):
+        batching = config.as_dict().get("max_batch_size", 0) > 0
+        dims = [1, 8, 8] if batching else [1, 1, 8, 8]
+        config.add_input({{"name": "{input}", "data_type": "TYPE_FP32", "dims": dims}})
+        config.add_output({{"name": "{output}", "data_type": "TYPE_FP32", "dims": [10] if batching else [1, 10]}})
+        return config
+
+    def initialize(self, args):
+        self.requests = 0
+        self.random = random.Random({seed!r})
+
+    def execute(self, requests):
+        if DELAY_S:
+            time.sleep(DELAY_S)
+        before, self.requests = self.requests, self.requests + len(requests)
+        fail = bool(FAIL_EVERY) and self.requests // FAIL_EVERY > before // FAIL_EVERY
+        fail = fail or any(self.random.random() < FAIL_PROBABILITY for _ in requests)
+        if fail:
+            # An exception fails the call (every request of a batch) and Triton counts it in
+            # nv_inference_request_failure (reason BACKEND); an InferenceResponse(error=...) would be counted
+            # as a success by Triton 2.51 (triton-inference-server/server#7713).
+            raise pb_utils.TritonModelException("{failure}: request %d" % self.requests)
+        out = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "{input}").as_numpy()
+            probs = np.full(x.shape[:-3] + (10,), 0.1, dtype=np.float32)
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("{output}", probs)]))
+        return out
+'''
+
+
+def python_model_source(delay_ms: float = 0.0, fail_every: int = 0, fail_probability: float = 0.0,
+                        note: str = "", seed: int = 0) -> str:
+    """``model.py`` of a Triton python-backend model that answers the digits model's requests after sleeping
+    ``delay_ms`` per call, and fails calls: the one whose request count reaches a multiple of ``fail_every``
+    (0: never; exactly 1 in ``fail_every`` requests without batching), and each request with probability
+    ``fail_probability`` (a generator seeded with ``seed``). Unbatched (``maxBatchSize: 0``, as
+    :func:`python_on_runner` renders it) a call is one request, so those are the request failure rates; with
+    batching a failing call fails its whole batch.
+
+    Failures are exceptions raised by ``execute``, which Triton counts in ``nv_inference_request_failure``
+    (what canary analysis reads); the HTTP client sees a 500 whose message holds :data:`INJECTED_FAILURE`.
+
+    >>> src = python_model_source(delay_ms=5, fail_probability=0.01, note="1 % failing")
+    >>> compile(src, "model.py", "exec") and "DELAY_S = 0.005" in src and "FAIL_PROBABILITY = 0.01" in src
+    True
+    """
+    if delay_ms < 0 or fail_every < 0 or not 0.0 <= fail_probability <= 1.0:
+        raise ValueError(f"need delay_ms >= 0, fail_every >= 0, 0 <= fail_probability <= 1; got {delay_ms}, "
+                         f"{fail_every}, {fail_probability}")
+    failing = [f"every {fail_every}th request fails its call"] if fail_every else []
+    failing += [f"each request fails with probability {fail_probability:g}"] if fail_probability else []
+    return _PYTHON_MODEL.format(note=note or "python test model", delay_ms=delay_ms, delay_s=delay_ms / 1000.0,
+                                fail_every=int(fail_every), fail_probability=float(fail_probability),
+                                failing="; ".join(failing) or "no request fails", input=PYTHON_MODEL_INPUT,
+                                output=PYTHON_MODEL_OUTPUT, failure=INJECTED_FAILURE, seed=int(seed))
+
+
+def write_python_model(folder: Path | str, delay_ms: float = 0.0, fail_every: int = 0, fail_probability: float = 0.0,
+                       note: str = "", seed: int = 0) -> Path:
+    """Write :func:`python_model_source` to ``folder/model.py`` and return its path (a ``file://`` model URI)."""
+    path = Path(folder) / "model.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(python_model_source(delay_ms, fail_every, fail_probability, note, seed))
+    return path
+
+
+def python_on_runner(name: str, model_path: Path | str, version: int = 1, model_name: str = "canary",
+                     replicas: int = 1, instances: int = 1) -> dict[str, Any]:
+    """A ``format: python`` model (``model.py``, e.g. from :func:`write_python_model`) on the runner node,
+    unbatched (one request per call, so a model's delay and failures are per request), ``instances`` model
+    instances per pod (calls run in parallel; a model that sleeps needs several under load), ``replicas``
+    pods, model version ``version``."""
+    md = onnx_on_runner(name, model_name, model_path, sha256=file_sha256(Path(model_path)))
+    md["spec"]["model"].update(format="python", version=version)
+    md["spec"]["serving"] = {"maxBatchSize": 0, "instancesPerDevice": instances}
+    md["spec"]["replicas"] = replicas
+    return md
+
+
+def canary_rollout(steps: list[dict[str, Any]], *, gateway: tuple[str, str] | None = ("gateway-system", "sandbox"),
+                   hostnames: tuple[str, ...] = (), header: tuple[str, str] | None = None,
+                   interval: str = "2s", min_requests: int = 50, metrics: list[dict[str, Any]] | None = None,
+                   **analysis: Any) -> dict[str, Any]:
+    """``spec.rollout`` of a canary with short steps for the sandbox: through the sandbox Gateway (``gateway``
+    (namespace, name); None: replica ratio), optional ``hostnames`` and header match, judged every
+    ``interval`` (``metrics``: the default checks when None; more analysis fields as keywords)."""
+    canary: dict[str, Any] = {"steps": steps,
+                              "analysis": {"interval": interval, "minRequests": min_requests, **analysis}}
+    if metrics is not None:
+        canary["analysis"]["metrics"] = metrics
+    if gateway is not None:
+        routing: dict[str, Any] = {"parentRefs": [{"namespace": gateway[0], "name": gateway[1]}]}
+        if hostnames:
+            routing["hostnames"] = list(hostnames)
+        if header:
+            routing["headerMatch"] = {"name": header[0], "value": header[1]}
+        canary["trafficRouting"] = routing
+    return {"strategy": "Canary", "canary": canary}

@@ -134,3 +134,14 @@ def recent_arrival_rate(sel: str, window: str) -> str:
     served = f"nv_inference_request_success{{{sel}}}"
     return (f"sum(irate({served}[{window}]) + irate({served}[{window}]) * "
             f"idelta(nv_inference_pending_request_count{{{sel}}}[{window}]) / idelta({served}[{window}]))")
+
+
+def scrape_time(sel: str, newest: bool = True) -> str:
+    """Unix time of the newest sample of any pod (``newest``), or of the pod scraped least recently (the
+    oldest of the pods' newest samples): when every pod has a sample newer than some time, a rate over each
+    pod's last interval no longer reaches back before it.
+
+    >>> scrape_time('namespace="ns"', newest=False)
+    'min(timestamp(nv_inference_request_success{namespace="ns"}))'
+    """
+    return f"{'max' if newest else 'min'}(timestamp(nv_inference_request_success{{{sel}}}))"

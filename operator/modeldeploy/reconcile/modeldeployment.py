@@ -231,7 +231,7 @@ class Reconciler:
                                     spec_replicas_ignored=True)  # THE RULE: autoscaling wins (api/spec.py)
         base.update(autoscaling=look.status, extra_conditions=(look.condition,))
         extra["events"] = list(extra.get("events", ())) + list(look.events)
-        extra["requeue_after"] = autoscaling.PERIOD_SECONDS
+        extra["requeue_after"] = look.requeue_after
         return look.replicas
 
     def _canary(self, body: Mapping[str, Any], owner: Owner, previous: Mapping[str, Any], spec, template_revision: str,

@@ -31,7 +31,7 @@ class Outcome:
 class OpenLoopLoad:
     """POST ``body`` to ``path`` at ``hostport`` (``host``: the Host header) ``rate`` times a second, evenly
     spaced, over up to ``connections`` concurrent keep-alive connections. ``set_rate`` changes the rate at
-    once (the next request is due now + 1/rate)."""
+    once (a new schedule: the next request is due now)."""
 
     hostport: str
     path: str
@@ -45,14 +45,14 @@ class OpenLoopLoad:
     def __post_init__(self) -> None:
         self._lock = threading.Condition()
         self._stop = False
-        self._next = time.monotonic()
+        self._base, self._k = time.monotonic(), 0  # request k of this schedule is due at base + k / rate
         self._generation = 0  # bumped by set_rate: slots handed out before are dropped, not sent
         self._workers = [threading.Thread(target=self._run, daemon=True, name=f"load-{i}")
                          for i in range(self.connections)]
 
     # --- control ------------------------------------------------------------------------------------
     def start(self) -> "OpenLoopLoad":
-        self._next = time.monotonic()
+        self._base, self._k = time.monotonic(), 0
         for worker in self._workers:
             worker.start()
         return self
@@ -62,7 +62,7 @@ class OpenLoopLoad:
         with self._lock:
             now = time.monotonic()
             self.rate = rate
-            self._next = now
+            self._base, self._k = now, 0
             self._generation += 1
             self._lock.notify_all()
             return now
@@ -107,8 +107,8 @@ class OpenLoopLoad:
                 if self.rate <= 0:
                     self._lock.wait(0.5)
                     continue
-                due, generation = self._next, self._generation
-                self._next = due + 1.0 / self.rate
+                due, generation = self._base + self._k / self.rate, self._generation
+                self._k += 1
                 while not self._stop and generation == self._generation:
                     left = due - time.monotonic()
                     if left <= 0:

@@ -272,3 +272,8 @@ def test_no_confirmation_when_the_count_cannot_grow():
     at_max = parse_autoscaling({"maxReplicas": 2, "targetInferencesPerSecondPerReplica": 10})
     d = p.decide(at_max, S(inference_rate=60, newest_scrape=1.0, stalest_scrape=1.0), current=2, ready=2, now=0.0)
     assert (d.replicas, d.reason, d.history.confirming) == (2, p.REASON_AT_MAX, None)
+
+
+def test_a_new_model_starts_at_min_replicas_with_a_message_that_says_so():
+    d = p.decide(SMALL, S(), current=0, ready=0, now=0.0)
+    assert (d.replicas, d.reason, d.message) == (2, p.REASON_BOUNDS, "starting with minReplicas: 2")

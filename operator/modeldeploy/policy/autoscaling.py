@@ -333,6 +333,8 @@ def decide(spec: AutoscalingSpec, signals: Signals, *, current: int, ready: int,
 
     if not spec.min_replicas <= current <= spec.max_replicas:
         target = spec.clamp(current)
+        if current == 0:  # nothing runs yet (a new ModelDeployment): not a correction, the start
+            return done(target, REASON_BOUNDS, f"starting with minReplicas: {target}")
         return done(target, REASON_BOUNDS, f"{current} replicas outside [{spec.min_replicas}, {spec.max_replicas}]: "
                                            f"set to {target}")
     if not needed:

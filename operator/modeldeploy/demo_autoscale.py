@@ -95,13 +95,14 @@ class Scaling:
                 and any(x.type == "Ready" and x.status == "True" for x in (p.status.conditions or []))}
 
     def scaled_event(self, since_replicas: int, to: int) -> str | None:
+        """The message of the newest scale-up Event from ``since_replicas`` to ``to``."""
         from kubernetes import client
 
-        for e in client.CoreV1Api(self.api).list_namespaced_event(self.namespace).items:
-            if (e.involved_object.name == self.name and e.reason in ("ScaledUp", "ScaleUpLimited")
-                    and f"{since_replicas} -> {to}:" in (e.message or "")):
-                return e.message
-        return None
+        found = [e for e in client.CoreV1Api(self.api).list_namespaced_event(self.namespace).items
+                 if e.involved_object.name == self.name and e.reason in ("ScaledUp", "ScaleUpLimited")
+                 and f"{since_replicas} -> {to}:" in (e.message or "")]
+        newest = max(found, key=lambda e: (e.last_timestamp or e.metadata.creation_timestamp), default=None)
+        return newest.message if newest else None
 
     def steady_at(self, replicas: int, rate: float, timeout: float = 90.0) -> bool:
         """Wait until the Deployment asks for ``replicas`` and status observes about ``rate`` inferences/s."""

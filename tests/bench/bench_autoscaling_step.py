@@ -112,7 +112,8 @@ def main() -> int:
                 message = scaling.scaled_event(1, step.first[1]) if step.first else None
                 final = step.changes[-1][1] if step.changes else 1
                 to_final = next((i + 1 for i, (_, n) in enumerate(step.changes) if n == final), 0)
-                rows.append((run, step.first, to_final, final, step.all_ready_after, len(load.failures())))
+                reached = step.changes[to_final - 1][0] if to_final else None
+                rows.append((run, step.first, to_final, final, step.all_ready_after, len(load.failures()), reached))
                 say(f"run {run}: changes {[(round(t, 1), n) for t, n in step.changes]}, all Ready after "
                     f"{step.all_ready_after}; {message}")
                 load.set_rate(demo.LOW)
@@ -123,14 +124,17 @@ def main() -> int:
         operator.wait(timeout=30)
         core.delete_namespace(NAMESPACE)
 
-    print("\n| run | decision after the step | first decision asks | decisions to the final count | final count | "
-          "all pods Ready after the step |")
-    print("|---|---|---|---|---|---|")
-    for run, first, to_final, final, ready, _ in rows:
+    print("\n| run | decision after the step | first decision asks | decisions to the final count | final count "
+          "asked after | final count | all pods Ready after the step |")
+    print("|---|---|---|---|---|---|---|")
+    for run, first, to_final, final, ready, _, reached in rows:
         print(f"| {run} | {'-' if first is None else f'{first[0]:.1f} s'} | {'-' if first is None else first[1]} | "
-              f"{to_final} | {final} | {'-' if ready is None else f'{ready:.1f} s'} |")
+              f"{to_final} | {'-' if reached is None else f'{reached:.1f} s'} | {final} | "
+              f"{'-' if ready is None else f'{ready:.1f} s'} |")
     took = [r[1][0] for r in rows if r[1]]
+    reached = [r[6] for r in rows if r[6] is not None]
     print(f"\ndecision after the step: p50 {statistics.median(took):.1f} s, max {max(took):.1f} s over {len(took)} runs; "
+          f"final count asked after: p50 {statistics.median(reached):.1f} s, max {max(reached):.1f} s; "
           f"one decision in {sum(1 for r in rows if r[2] == 1)} of {len(rows)}; "
           f"requests failed: {rows[-1][5] if rows else 0}")
     print(f"1x latency at the client (the 30 s before each step, {len(latencies)} requests): "

@@ -78,3 +78,11 @@ def test_with_every_pod_idle_the_recent_arrival_rate_is_zero_not_missing(tmp_pat
     idle = [series("nv_inference_request_success", p, "5x10") for p in "ab"] + \
            [series("nv_inference_pending_request_count", p, "0x10") for p in "ab"] + failures("ab")
     evaluate(tmp_path, {"recent_arrival_rate": 0, "request_rate": 0}, input_series=idle)
+
+
+def test_doctests():
+    import doctest
+
+    from modeldeploy.render import promql
+
+    assert doctest.testmod(promql).failed == 0

@@ -162,3 +162,9 @@ def test_prometheus_stopping_under_a_running_model_warns_once_after_the_grace():
         warnings += [(clock.t, e[1]) for e in look.events if e[0] == "Warning"]
         clock.t += glue.PERIOD_SECONDS
     assert warnings == [(glue.missing_metrics_grace(spec), policy.REASON_METRICS_UNAVAILABLE)]
+
+
+def test_doctests():
+    import doctest
+
+    assert doctest.testmod(glue).failed == 0

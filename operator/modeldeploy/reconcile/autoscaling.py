@@ -11,7 +11,11 @@ A failing Prometheus is asked once, not once per query and object: after a query
 side (unreachable, an error, a timeout), every query of every ModelDeployment fails at once for
 :data:`PROMETHEUS_BACKOFF_SECONDS` (:class:`_Backoff`). A hung Prometheus would otherwise cost each query
 its full timeout, one look a minute and more, and hold the operator's few workers meanwhile — while
-status still said nothing: the fail-static condition and Event must come within about one timeout.
+status still said nothing: the fail-static condition must come within about one timeout.
+
+Missing metrics turn ``ScalingActive`` False at once, but the Warning Event waits for
+:func:`missing_metrics_grace` with ready pods, once per episode: a new pod has no rate until Prometheus
+found it and scraped it twice, and a Warning on every new ModelDeployment would teach users to ignore it.
 
 Cost: the reconciler looks every :data:`PERIOD_SECONDS` while ``spec.autoscaling`` is set (Prometheus
 queries only). ``status.autoscaling`` carries the observed signals, which change at every look; it

@@ -94,7 +94,7 @@ def main() -> int:
         model = fixed_service_time_model(box.workdir / "bench-autoscaling-model", demo.SERVICE_MS)
         client.CustomObjectsApi(api).create_namespaced_custom_object(c.GROUP, c.VERSION, NAMESPACE, c.PLURAL,
                                                                      demo.body(model))
-        scaling = demo.Scaling(api, NAMESPACE)
+        scaling = demo.Scaling(api, NAMESPACE, box.prometheus_url)
         if not demo.wait_for(lambda: scaling.ready_pods() and scaling.replicas() == 1, 180):
             raise SystemExit(f"{demo.NAME} not Ready in time; operator log {op_log_path}")
         hostport, host = gateway_target(box.gateway_url, demo.NAME, NAMESPACE)
@@ -103,7 +103,7 @@ def main() -> int:
                             host=host)
         with load:
             for run in range(1, args.runs + 1):
-                if not scaling.steady_at(1, demo.LOW, timeout=180):
+                if not scaling.steady_at(1, demo.LOW, timeout=180, in_status=True):
                     raise SystemExit(f"run {run}: not steady at 1 replica: {scaling.status().get('message')}")
                 time.sleep(rng.uniform(0.0, 2.0))
                 since = time.monotonic()

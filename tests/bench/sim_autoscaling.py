@@ -125,6 +125,8 @@ def main() -> int:
     ap.add_argument("--target-fraction", type=float, default=0.85,
                     help="target inferences/s per replica as a fraction of the per-replica capacity at the SLO")
     ap.add_argument("--startup-s", type=float, default=40.0)
+    ap.add_argument("--service-ms", type=float, nargs=2, metavar=("OVERHEAD", "PER_ITEM"),
+                    help="batch time OVERHEAD + PER_ITEM x b ms instead of the MiniLM calibration (a sensitivity check)")
     ap.add_argument("--window", type=int, default=15, help="rate window (s) of every controller's queries")
     ap.add_argument("--scrape", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=600)
@@ -139,6 +141,8 @@ def main() -> int:
     args = ap.parse_args()
 
     model = m.minilm_cpu(startup_s=args.startup_s)
+    if args.service_ms:
+        model = m.replace(model, overhead_s=args.service_ms[0] / 1000.0, per_item_s=args.service_ms[1] / 1000.0)
     cap = m.capacity_at_slo(model, args.slo_ms)
     target = args.target_fraction * cap
     print(f"Service model: batch of b takes {1000 * model.overhead_s:.2f} + {1000 * model.per_item_s:.2f} × b ms "

@@ -346,12 +346,14 @@ class Prometheus:
         pending = float(sum(p.samples[-1][5] for p in pods))
         p99s = [v for v in (p.p99() for p in pods) if not math.isnan(v)] if self.want_p99 else []
         idle = success == 0.0
+        newest = [p.samples[-1][0] for p in pods]  # timestamp(): each pod's last sample
         return policy.Signals(
             inference_rate=inferences, request_rate=success, pending_requests=pending,
             pending_growth=growth if slopes else None, recent_arrival_rate=recent if recents else None,
             p99_latency_us=max(p99s) * 1e6 if p99s else (0.0 if idle else None),
             queue_us=(queue / success * 1e6) if success else (0.0 if idle else None),
-            queue_to_compute=(queue / compute) if compute else (0.0 if idle else None))
+            queue_to_compute=(queue / compute) if compute else (0.0 if idle else None),
+            newest_scrape=max(newest) if newest else None, stalest_scrape=min(newest) if newest else None)
 
 
 # ---------------------------------------------------------------------------------------------- controllers
@@ -378,23 +380,39 @@ class Controller:
     def decide(self, view: View) -> int:
         raise NotImplementedError
 
+    def next_look(self) -> float:
+        """Seconds until the next decision (the operator's requeue-after; HPA's sync period)."""
+        return self.sync_s
+
 
 class OurPolicy(Controller):
-    """``modeldeploy.policy.autoscaling.decide`` as the operator runs it, every ``sync_s``."""
+    """``modeldeploy.policy.autoscaling.decide`` as the operator runs it: every ``sync_s``, and after the
+    decision's ``recheck_after`` (rounded up to the simulator's second) while a scale-up waits for its confirming
+    scrape. ``scrape_times=False`` hides the scrape times from the policy, which then acts on the first reading
+    (the policy before scale-ups were confirmed)."""
 
-    def __init__(self, spec: AutoscalingSpec, sync_s: float = 5.0, name: str = "modeldeploy"):
-        self.spec, self.sync_s, self.name = spec, sync_s, name
+    def __init__(self, spec: AutoscalingSpec, sync_s: float = 5.0, name: str = "modeldeploy",
+                 scrape_times: bool = True):
+        self.spec, self.sync_s, self.name, self.scrape_times = spec, sync_s, name, scrape_times
         self.history = policy.History()
         self.decisions: list[policy.Decision] = []
+        self._recheck: float | None = None
 
     def decide(self, view: View) -> int:
         ready = view.ready
-        d = policy.decide(self.spec, view.prometheus.signals(view.now), current=view.desired, ready=ready,
+        signals = view.prometheus.signals(view.now)
+        if not self.scrape_times:
+            signals = replace(signals, newest_scrape=None, stalest_scrape=None)
+        d = policy.decide(self.spec, signals, current=view.desired, ready=ready,
                           starting=len(view.pods) - ready, history=self.history, now=view.now)
         self.history = d.history
+        self._recheck = d.recheck_after
         if d.scaled:
             self.decisions.append(d)
         return d.replicas
+
+    def next_look(self) -> float:
+        return min(self.sync_s, math.ceil(self._recheck)) if self._recheck else self.sync_s
 
 
 class Hpa(Controller):
@@ -616,8 +634,8 @@ def simulate(trace: Trace, controller: Controller, model: ServiceModel, slo_ms: 
                 if pod.ready(t1):
                     pod.scrape(t1)
         if t1 >= next_sync:
-            next_sync += controller.sync_s
             want = controller.decide(View(t1, desired, list(pods), prom))
+            next_sync = t1 + controller.next_look()
             if want != desired:
                 events += 1
                 log.append((t1, desired, want))

@@ -37,7 +37,7 @@ class FakeProvider:
 
 
 # Keys are checked in order: the first metric name found in the query decides the answer.
-BUSY = {"irate(": [430.0], "delta(nv_inference_pending": [12.0], "nv_inference_pending_request_count": [9.0],
+BUSY = {"max(timestamp(": [1000.0], "min(timestamp(": [999.0], "irate(": [430.0], "delta(nv_inference_pending": [12.0], "nv_inference_pending_request_count": [9.0],
         "nv_inference_request_summary_us": [180_000.0], "compute_infer": [0.7], "nv_inference_queue_duration_us": [900.0],
         "nv_inference_count": [410.0], "nv_inference_request_success": [400.0]}
 
@@ -45,16 +45,21 @@ BUSY = {"irate(": [430.0], "delta(nv_inference_pending": [12.0], "nv_inference_p
 def test_queries_only_what_the_targets_need_with_the_labels_and_window():
     spec = parse_autoscaling({"maxReplicas": 3, "targetQueueMicroseconds": 500, "metricsWindowSeconds": 45})
     q = m.queries(spec, "ns", "digits", track="canary")
-    assert set(q) == {"request_rate", "queue_us"}
+    assert set(q) == {"request_rate", "queue_us", "newest_scrape", "stalest_scrape"}
     assert 'namespace="ns",modeldeployment="digits",track="canary"' in q["queue_us"] and "[45s]" in q["queue_us"]
     assert set(m.queries(ALL, "ns", "d")) == {"request_rate", "inference_rate", "pending_growth", "recent_arrival_rate",
-                                              "pending_requests", "p99_latency_us", "queue_us", "queue_to_compute"}
+                                              "pending_requests", "p99_latency_us", "queue_us", "queue_to_compute",
+                                              "newest_scrape", "stalest_scrape"}
+    assert q["stalest_scrape"] == 'min(timestamp(nv_inference_request_success{namespace="ns",modeldeployment="digits",' \
+                                  'track="canary"}))'
+
 
 
 def test_busy_model():
     s = m.observe(FakeProvider(BUSY), ALL, "ns", "digits")
     assert s == policy.Signals(inference_rate=410.0, request_rate=400.0, pending_requests=9.0, pending_growth=12.0,
-                               recent_arrival_rate=430.0, p99_latency_us=180_000.0, queue_us=900.0, queue_to_compute=0.7)
+                               recent_arrival_rate=430.0, p99_latency_us=180_000.0, queue_us=900.0, queue_to_compute=0.7,
+                               newest_scrape=1000.0, stalest_scrape=999.0)
     assert m.has_data(s)
 
 
@@ -62,7 +67,7 @@ def test_prometheus_down_is_the_no_data_marker():
     provider = FakeProvider({"": MetricsUnavailable("Prometheus http://prom:9090: connection refused")})
     s = m.observe(provider, ALL, "ns", "digits")
     assert not m.has_data(s) and s.error == "Prometheus http://prom:9090: connection refused"
-    assert len(provider.asked) == 8  # every query tried: one failure does not hide the others
+    assert len(provider.asked) == 10  # every query tried: one failure does not hide the others
     d = policy.decide(ALL, s, current=4, ready=4, now=0.0)
     assert (d.replicas, d.reason) == (4, policy.REASON_METRICS_UNAVAILABLE)
 

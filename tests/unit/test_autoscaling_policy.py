@@ -220,3 +220,60 @@ def test_status_fields_fit_the_crd_status_schema():
     assert set(status["observed"]) == set(schema["properties"]["observed"]["properties"])
     assert set(status) | {"observedAt"} == set(schema["properties"])  # observedAt: the reconciler's stamp
     jsonschema.validate({**status, "observedAt": "2026-11-30T10:00:05Z"}, schema)
+
+
+# --- a scale-up is confirmed by the next scrape ------------------------------------------------------------
+TEN = parse_autoscaling({"maxReplicas": 8, "targetInferencesPerSecondPerReplica": 10, "metricsWindowSeconds": 10})
+
+
+def step_readings(with_scrape_times: bool):
+    """A 7 -> 35 requests/s step seen by one pod scraped every 2 s, looked at every second: the first reading
+    after the step holds part of it (21/s: the step came in the middle of that scrape interval)."""
+    readings = [(100.0, 7.0), (100.0, 7.0), (102.0, 21.0), (102.0, 21.0), (104.0, 35.0), (104.0, 35.0), (106.0, 35.0)]
+    return [S(inference_rate=rate, recent_arrival_rate=rate,
+              **({"newest_scrape": t, "stalest_scrape": t} if with_scrape_times else {})) for t, rate in readings]
+
+
+def test_a_step_caught_mid_interval_is_one_decision_sized_on_the_next_scrape():
+    counts, decisions = run(TEN, step_readings(True), current=1, step=1.0)
+    assert counts == [1, 1, 1, 1, 4, 4, 4]
+    assert [d.reason for d in decisions[2:5]] == [p.REASON_CONFIRMING, p.REASON_CONFIRMING, p.REASON_SCALED_UP]
+    assert decisions[2].recheck_after == p.CONFIRM_RECHECK_SECONDS and decisions[4].recheck_after is None
+    assert decisions[2].message.startswith("keeping 1 until every pod is scraped again: inferences/s needs 2.1 ")
+    assert sum(d.scaled for d in decisions) == 1
+    # the same readings without scrape times (the rule cannot apply): two decisions, the first too small
+    counts, decisions = run(TEN, step_readings(False), current=1, step=1.0)
+    assert counts == [1, 1, 3, 3, 4, 4, 4] and sum(d.scaled for d in decisions) == 2
+
+
+def test_one_noisy_scrape_interval_does_not_scale_up():
+    loads = [S(inference_rate=7, recent_arrival_rate=r, newest_scrape=t, stalest_scrape=t)
+             for t, r in [(100.0, 7.0), (102.0, 14.0), (104.0, 7.0), (106.0, 7.0)]]
+    counts, decisions = run(TEN, loads, current=1, step=2.0)
+    assert counts == [1, 1, 1, 1] and decisions[1].reason == p.REASON_CONFIRMING
+    assert decisions[2].reason == p.REASON_WITHIN_TOLERANCE and decisions[2].history.confirming is None
+
+
+def test_confirmation_waits_for_every_pod_and_at_most_one_metrics_window():
+    first = S(inference_rate=60, recent_arrival_rate=60, newest_scrape=101.0, stalest_scrape=100.0)
+    d = p.decide(TEN, first, current=2, ready=2, now=0.0)
+    assert (d.replicas, d.history.confirming) == (2, (0.0, 101.0))
+    one_pod_newer = S(inference_rate=60, recent_arrival_rate=60, newest_scrape=103.0, stalest_scrape=101.0)
+    d = p.decide(TEN, one_pod_newer, current=2, ready=2, history=d.history, now=2.0)
+    assert d.reason == p.REASON_CONFIRMING  # the pod scraped at 101 is the newest the first reading used
+    stuck = p.decide(TEN, one_pod_newer, current=2, ready=2, history=d.history, now=10.0)
+    assert (stuck.replicas, stuck.reason) == (6, p.REASON_SCALED_UP)  # metricsWindowSeconds (10 s) passed
+    every_pod = S(inference_rate=60, recent_arrival_rate=60, newest_scrape=104.0, stalest_scrape=103.0)
+    d = p.decide(TEN, every_pod, current=2, ready=2, history=d.history, now=4.0)
+    assert (d.replicas, d.reason) == (6, p.REASON_SCALED_UP)
+
+
+def test_no_confirmation_when_the_count_cannot_grow():
+    at_max = parse_autoscaling({"maxReplicas": 2, "targetInferencesPerSecondPerReplica": 10})
+    d = p.decide(at_max, S(inference_rate=60, newest_scrape=1.0, stalest_scrape=1.0), current=2, ready=2, now=0.0)
+    assert (d.replicas, d.reason, d.history.confirming) == (2, p.REASON_AT_MAX, None)
+
+
+def test_a_new_model_starts_at_min_replicas_with_a_message_that_says_so():
+    d = p.decide(SMALL, S(), current=0, ready=0, now=0.0)
+    assert (d.replicas, d.reason, d.message) == (2, p.REASON_BOUNDS, "starting with minReplicas: 2")

@@ -86,6 +86,23 @@ def test_prometheus_rates_sum_pods_and_need_two_samples():
     assert (s.inference_rate, s.request_rate, s.pending_requests, s.pending_growth) == (20.0, 20.0, 13.0, 2.0)
     assert s.recent_arrival_rate == (100 + 10) / 5 and s.queue_us == pytest.approx(1e4)
     assert s.queue_to_compute == 0.5
+    assert (s.newest_scrape, s.stalest_scrape) == (95, 95)  # max / min of timestamp(): each pod's last sample
+
+
+def test_a_step_inside_a_scrape_interval_takes_one_decision_with_the_confirming_scrape_two_without():
+    """Scrapes every 5 s at t = 5k, looks every 5 s; a 5x step at 602 s: the scrape at 605 holds 3/5 of it."""
+    cap = 60.0
+    spec = m.AutoscalingSpec(max_replicas=40, target_inferences_per_second_per_replica=cap,
+                             metrics_window_seconds=15, scale_down_stabilization_seconds=120)
+    trace = m.step_trace(4 * cap, 5.0, step_at=602, seconds=700)
+    runs = {}
+    for confirm in (True, False):
+        r = m.simulate(trace, m.OurPolicy(spec, scrape_times=confirm), MODEL, 100.0, seed=3, per_replica_rps=cap,
+                       scrape_s=5, window_s=15)
+        runs[confirm] = [(t, b) for t, a, b in r.scale_log if t > 602 and b > a]
+    assert len(runs[True]) == 1 and runs[True][0][1] >= 20  # 5 x 4 replicas' worth, in one decision
+    assert len(runs[False]) == 2 and runs[False][0][1] < 20 <= runs[False][1][1]  # partial first, then the rest
+    assert runs[True][0][0] - 602 <= 10  # the next scrape (610) and one recheck later
 
 
 @pytest.mark.parametrize("rates, pending_pods, missing_pods, current, expected", [

@@ -20,6 +20,14 @@ stabilization window for scale-down — and changes what is slow:
   replica per stabilization window).
 - **Highest demand wins; up in one step** to the count needed (bounded by maxReplicas and the optional
   ``scaleUp`` limit), as soon as any signal is above ``(1 + tolerance)`` of the replicas asked for.
+- **A scale-up is confirmed by the next scrape.** A rate read over the last scrape interval sees a load
+  step whole only when the step came before that interval began; the first reading after a step
+  usually holds part of it (a step at a random moment falls inside the interval), and sizing the
+  scale-up on it asks for too few replicas, then a second decision adds the rest. So the first reading
+  that asks for more is held (``ScaleUpConfirming``, the count unchanged) until every pod has been
+  scraped again, and the scale-up is sized on that newer reading: one decision, one scrape interval
+  later (a single noisy interval is filtered out on the way). The wait is bounded by
+  ``metricsWindowSeconds``, and skipped when the signals carry no scrape times.
 - **Down only after the window, with hysteresis.** A capacity target proposes a scale-down only when it
   needs less than ``(1 - tolerance)`` of the replicas asked for, and then to ``ceil(needed)``: the
   tolerance band on both sides is the hysteresis (up above 1 + tolerance, down below 1 - tolerance),
@@ -38,7 +46,8 @@ stabilization window for scale-down — and changes what is slow:
 Worked examples (targets: 80 inferences/s per replica, tolerance 0.1, window 120 s):
 
 - Spike: 2 replicas ready, 160 inferences/s served and the queue growing by 240/s → demand 400/s →
-  5 replicas needed; 5 > 2 × 1.1 → scale to 5 in one decision.
+  5 replicas needed; 5 > 2 × 1.1 → scale to 5 in one decision (with scrape times: held at 2,
+  ``ScaleUpConfirming``, until each pod has a newer scrape; then sized on that reading).
 - Pods loading: the next decision, 2 ready + 3 starting, demand still 400/s → needs 5, asked 5 → hold
   (no double counting). A p99 of 2× its target with 2 ready asks for 2 × 2 = 4 ≤ 5: hold too.
 - Ramp down: 5 replicas, demand 250/s → 3.125 needed < 5 × 0.9 → candidate 4 → recorded; applied
@@ -64,6 +73,11 @@ REASON_METRICS_PARTIAL = "MetricsPartial"
 REASON_LIMITED = "ScaleUpLimited"
 REASON_AT_MAX = "AtMaxReplicas"
 REASON_BOUNDS = "OutsideBounds"
+REASON_CONFIRMING = "ScaleUpConfirming"
+
+#: Seconds until the next look while a scale-up waits for its confirming scrape (the regular look is the
+#: reconciler's business; this one should come soon after the next scrape, whose time the policy cannot know).
+CONFIRM_RECHECK_SECONDS = 1.0
 
 #: Short names of the targets in messages and status.autoscaling.proposals.
 LABELS = {
@@ -91,6 +105,8 @@ class Signals:
     p99_latency_us: float | None = None  # the worst pod's p99 request latency
     queue_us: float | None = None  # mean queue time per request
     queue_to_compute: float | None = None  # queue time / compute time
+    newest_scrape: float | None = None  # unix s of the newest sample of any pod (Prometheus' clock)
+    stalest_scrape: float | None = None  # unix s of the newest sample of the pod scraped least recently
     error: str | None = None  # why something is missing, for the message
 
 
@@ -114,6 +130,9 @@ class History:
 
     recommendations: tuple[Recommendation, ...] = ()
     scale_events: tuple[ScaleEvent, ...] = ()
+    #: A scale-up waiting for its confirming scrape: (when the wait began, on the policy's clock; the newest
+    #: scrape time of the reading that asked for it). None when none waits.
+    confirming: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +145,7 @@ class Decision:
     signal: str | None = None  # the target that decided a scale-up, or the binding scale-down floor
     needed: Mapping[str, float] = field(default_factory=dict)  # target -> replicas it asks for (unrounded)
     split: tuple[int, int] | None = None  # (stable, canary) during a canary
+    recheck_after: float | None = None  # look again this soon (a scale-up waits for its confirming scrape)
 
     @property
     def scaled(self) -> bool:
@@ -221,7 +241,35 @@ def _prune(history: History, now: float, spec: AutoscalingSpec) -> History:
     recs = ([max(older, key=lambda r: r.at)] if older else []) + inside
     period = spec.scale_up.period_seconds if spec.scale_up else 0
     events = tuple(e for e in history.scale_events if e.at > now - period)
-    return History(tuple(recs), events)
+    return History(tuple(recs), events, history.confirming)
+
+
+def _still_confirming(spec: AutoscalingSpec, s: Signals, history: History, now: float) -> tuple[float, float] | None:
+    """What to remember while a due scale-up waits for its confirming scrape, or None to act on this reading.
+
+    The reading that first asks for more starts the wait; it ends when every pod has a sample newer than the
+    newest one that reading used (``stalest_scrape`` > that time), or after ``metricsWindowSeconds`` (a pod
+    that stopped being scraped must not hold a scale-up for ever). Without scrape times: act at once.
+
+    >>> spec = AutoscalingSpec(max_replicas=8, target_inferences_per_second_per_replica=10)
+    >>> _still_confirming(spec, Signals(newest_scrape=100.0, stalest_scrape=99.0), History(), now=5.0)
+    (5.0, 100.0)
+    >>> waiting = History(confirming=(5.0, 100.0))
+    >>> _still_confirming(spec, Signals(newest_scrape=101.0, stalest_scrape=100.0), waiting, now=6.0)  # one pod not yet
+    (5.0, 100.0)
+    >>> _still_confirming(spec, Signals(newest_scrape=102.0, stalest_scrape=101.0), waiting, now=7.0) is None
+    True
+    >>> _still_confirming(spec, Signals(newest_scrape=100.0, stalest_scrape=100.0), waiting, now=35.0) is None
+    True
+    """
+    if s.newest_scrape is None or s.stalest_scrape is None:
+        return None
+    if history.confirming is None:
+        return (now, s.newest_scrape)
+    since, scrape = history.confirming
+    if s.stalest_scrape > scrape or now - since >= spec.metrics_window_seconds:
+        return None
+    return history.confirming
 
 
 def _scale_up_limit(spec: AutoscalingSpec, current: int, events: tuple[ScaleEvent, ...]) -> int | None:
@@ -270,20 +318,23 @@ def decide(spec: AutoscalingSpec, signals: Signals, *, current: int, ready: int,
     pods = f"{current} asked, {ready} ready" + (f", {starting} starting" if starting else "")
 
     def done(replicas: int, reason: str, message: str, signal: str | None = None,
-             recommend: int | None = None) -> Decision:
+             recommend: int | None = None, confirming: tuple[float, float] | None = None) -> Decision:
         rec = Recommendation(now, replicas if recommend is None else recommend)
         events = history.scale_events
         if replicas != current:
             events += (ScaleEvent(now, current, replicas),)
         split = split_by_weight(replicas, canary_weight) if canary_weight is not None else None
-        return Decision(replicas, reason, message, History(history.recommendations + (rec,), events), current,
-                        signal, needed, split)
+        return Decision(replicas, reason, message, History(history.recommendations + (rec,), events, confirming),
+                        current, signal, needed, split,
+                        recheck_after=CONFIRM_RECHECK_SECONDS if confirming is not None else None)
 
     def describe(names) -> str:
         return "; ".join(f"{LABELS[n]} needs {_fmt(needed[n])}" for n in names)
 
     if not spec.min_replicas <= current <= spec.max_replicas:
         target = spec.clamp(current)
+        if current == 0:  # nothing runs yet (a new ModelDeployment): not a correction, the start
+            return done(target, REASON_BOUNDS, f"starting with minReplicas: {target}")
         return done(target, REASON_BOUNDS, f"{current} replicas outside [{spec.min_replicas}, {spec.max_replicas}]: "
                                            f"set to {target}")
     if not needed:
@@ -308,6 +359,11 @@ def decide(spec: AutoscalingSpec, signals: Signals, *, current: int, ready: int,
             note = f", capped at maxReplicas {spec.max_replicas}"
             if current == spec.max_replicas:
                 reason = REASON_AT_MAX
+        waiting = _still_confirming(spec, signals, history, now) if target > current else None
+        if waiting is not None:
+            return done(current, REASON_CONFIRMING,
+                        f"keeping {current} until every pod is scraped again: {LABELS[name]} needs "
+                        f"{_fmt(above[name])} replicas{note} ({observed}; {pods})", name, confirming=waiting)
         verb = "scale up" if target > current else "hold"
         return done(target, reason, f"{verb} {current} -> {target}: {LABELS[name]} needs {_fmt(above[name])} "
                                     f"replicas{note} ({observed}; {pods})", name)

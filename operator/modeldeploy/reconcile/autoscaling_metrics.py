@@ -37,7 +37,7 @@ def _value(samples: list[Sample], what: str) -> float:
 def queries(spec: AutoscalingSpec, namespace: str, name: str, track: str | None = None,
             model: str | None = None) -> dict[str, str]:
     """Signals field -> PromQL, for the targets ``spec`` sets (request rate always: it tells idle from
-    no data)."""
+    no data; the scrape times always: they confirm a scale-up)."""
     sel = promql.selector(namespace, name, track=track, model=model)
     window = f"{spec.metrics_window_seconds}s"
     out = {"request_rate": promql.request_rate(sel, window)}
@@ -53,6 +53,9 @@ def queries(spec: AutoscalingSpec, namespace: str, name: str, track: str | None 
         out["queue_us"] = promql.mean_queue_us(sel, window)
     if spec.target_queue_to_compute_ratio is not None:
         out["queue_to_compute"] = promql.queue_to_compute(sel, window)
+    # when the pods were last scraped: a scale-up waits for a newer scrape of every pod (policy docstring)
+    out["newest_scrape"] = promql.scrape_time(sel, newest=True)
+    out["stalest_scrape"] = promql.scrape_time(sel, newest=False)
     return out
 
 

@@ -35,7 +35,7 @@ from modeldeploy.policy import commands, compression_job, rollout
 from modeldeploy.policy import plan as planning
 from modeldeploy.policy.pods import diagnose_pods
 from modeldeploy.policy.status import Observation, compute_status, status_changed, transition_event
-from modeldeploy.reconcile import autoscaling, canary, compression
+from modeldeploy.reconcile import canary, compression
 from modeldeploy.reconcile.act import Actor, AppliedMemo, Conflict
 from modeldeploy.reconcile.agents import AgentCommands
 from modeldeploy.reconcile.interfaces import Agents, ClusterView, KubeWriter
@@ -241,7 +241,7 @@ class Reconciler:
                                     spec_replicas_ignored=True)  # THE RULE: autoscaling wins (api/spec.py)
         base.update(autoscaling=look.status, extra_conditions=(look.condition,))
         extra["events"] = list(extra.get("events", ())) + list(look.events)
-        extra["requeue_after"] = autoscaling.PERIOD_SECONDS
+        extra["requeue_after"] = look.requeue_after
         return look.replicas
 
     def _canary(self, body: Mapping[str, Any], owner: Owner, previous: Mapping[str, Any], spec, template_revision: str,

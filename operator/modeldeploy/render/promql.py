@@ -127,10 +127,27 @@ def pending_growth(sel: str, window: str, window_seconds: float) -> str:
 
 
 def recent_arrival_rate(sel: str, window: str) -> str:
-    """Requests per second arriving at the pods over their last scrape interval: served (``irate``) plus
-    the queue's growth over the same two samples (``idelta`` of the gauge, turned into a rate through the
-    counter's own ``irate / idelta``), per pod, summed. ``window`` only bounds how old the two samples may
-    be. A pod whose counter did not move in that interval drops out (0/0), which only errs low."""
+    """Requests per second arriving at the pods over their last scrape interval: served (``irate``, every pod)
+    plus the queue's growth over the same two samples (``idelta`` of the gauge, turned into a rate through the
+    counter's own ``irate / idelta``), summed. ``window`` only bounds how old the two samples may be.
+
+    The growth term needs the counter to have moved (its interval is known only through ``irate / idelta``):
+    a pod that served nothing in its last interval — idle, just started, terminating — leaves it out
+    (``> 0`` filters it; its growth is lost, which only errs low). Without that filter its 0/0 is NaN, and one
+    NaN makes the whole sum NaN: one idle pod would blank the signal for every pod (it did, in the sandbox,
+    after every scale-down). When no pod moved, the growth term is 0 (``or vector(0)``)."""
     served = f"nv_inference_request_success{{{sel}}}"
-    return (f"sum(irate({served}[{window}]) + irate({served}[{window}]) * "
-            f"idelta(nv_inference_pending_request_count{{{sel}}}[{window}]) / idelta({served}[{window}]))")
+    return (f"sum(irate({served}[{window}])) + (sum(irate({served}[{window}]) * "
+            f"idelta(nv_inference_pending_request_count{{{sel}}}[{window}]) / (idelta({served}[{window}]) > 0))"
+            f" or vector(0))")
+
+
+def scrape_time(sel: str, newest: bool = True) -> str:
+    """Unix time of the newest sample of any pod (``newest``), or of the pod scraped least recently (the
+    oldest of the pods' newest samples): when every pod has a sample newer than some time, a rate over each
+    pod's last interval no longer reaches back before it.
+
+    >>> scrape_time('namespace="ns"', newest=False)
+    'min(timestamp(nv_inference_request_success{namespace="ns"}))'
+    """
+    return f"{'max' if newest else 'min'}(timestamp(nv_inference_request_success{{{sel}}}))"

@@ -322,3 +322,78 @@ def canary_rollout(steps: list[dict[str, Any]], *, gateway: tuple[str, str] | No
             routing["headerMatch"] = {"name": header[0], "value": header[1]}
         canary["trafficRouting"] = routing
     return {"strategy": "Canary", "canary": canary}
+
+
+# --- a model with a fixed service time (autoscaling e2e, its benchmark and the demo) -----------------------
+#: Triton python-backend ``model.py`` whose every request takes ``{service_seconds}`` s of wall time (a sleep, so the
+#: time does not depend on how busy the shared CPU is), one request at a time per instance: one replica serves
+#: exactly 1 / service time requests per second, and what is beyond that waits in Triton's queue.
+FIXED_SERVICE_TIME_MODEL_PY = '''"""A model with a fixed service time of {service_ms:g} ms per request (modeldeploy sandbox)."""
+import time
+
+SERVICE_SECONDS = {service_seconds!r}
+
+
+class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(config):
+        config.add_input({{"name": "x", "data_type": "TYPE_FP32", "dims": [1]}})
+        config.add_output({{"name": "y", "data_type": "TYPE_FP32", "dims": [1]}})
+        return config
+
+    def execute(self, requests):
+        import triton_python_backend_utils as pb_utils
+
+        out = []
+        for request in requests:
+            time.sleep(SERVICE_SECONDS)
+            x = pb_utils.get_input_tensor_by_name(request, "x").as_numpy()
+            out.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("y", x)]))
+        return out
+'''
+
+#: The HTTP/JSON body of one request to :func:`fixed_service_time_model` (one FP32 value, echoed back).
+FIXED_SERVICE_TIME_REQUEST = b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]}'
+
+
+def fixed_service_time_model(folder: Path | str, service_ms: float) -> Path:
+    """Write ``folder/model.py``: a python-backend model taking ``service_ms`` per request (see
+    :data:`FIXED_SERVICE_TIME_MODEL_PY`). Returns its path; its sha256 names the service time."""
+    path = Path(folder) / "model.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(FIXED_SERVICE_TIME_MODEL_PY.format(service_ms=service_ms, service_seconds=service_ms / 1000.0))
+    return path
+
+
+def autoscaled(body: dict[str, Any], **autoscaling: Any) -> dict[str, Any]:
+    """``body`` with ``spec.autoscaling`` set to ``autoscaling`` and ``spec.replicas`` left out (the autoscaler
+    owns the count; docs/autoscaling.md).
+
+    >>> autoscaled({"spec": {"replicas": 1, "model": {}}}, maxReplicas=4, targetInferencesPerSecondPerReplica=10)
+    {'spec': {'model': {}, 'autoscaling': {'maxReplicas': 4, 'targetInferencesPerSecondPerReplica': 10}}}
+    """
+    spec = {k: v for k, v in body["spec"].items() if k != "replicas"}
+    return {**body, "spec": {**spec, "autoscaling": dict(autoscaling)}}
+
+
+def parse_triton_counter(text: str, metric: str, model: str) -> float:
+    """The sum of ``metric`` over the series of ``model`` in Triton's ``/metrics`` text (0 when none).
+
+    >>> parse_triton_counter('# HELP x\\nnv_inference_request_success{model="m",version="1"} 12\\n'
+    ...                      'nv_inference_request_success{model="other",version="1"} 5\\n', 'nv_inference_request_success', 'm')
+    12.0
+    """
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(metric + "{") and f'model="{model}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def pod_triton_counter(pod_ip: str, metric: str, model: str, timeout: float = 5.0) -> float:
+    """``metric`` for ``model`` read at the pod itself (Triton's metrics port on the pod's IP), not through
+    Prometheus: what one pod served, as that pod counts it."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{pod_ip}:{c.METRICS_PORT}/metrics", timeout=timeout) as resp:
+        return parse_triton_counter(resp.read().decode(), metric, model)

@@ -132,19 +132,19 @@ def run_demo(down: bool = False) -> int:
         box.down()
         return 0
 
-    _say("step 1/6: local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok GPU nodes)")
+    _say("step 1/8: local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok GPU nodes)")
     if not box.is_up():
         box.up()
     kubectl = _Kubectl(ensure_kubectl(), Path(box.kubeconfig_path))
     _say("nodes:\n" + kubectl("get", "nodes", "-L", c.GPU_PRODUCT_LABEL))
 
-    _say("step 2/6: install the ModelDeployment CRD")
+    _say("step 2/8: install the ModelDeployment CRD")
     install_crd(box.kubeconfig_path)
 
-    _say("step 3/6: start the operator")
+    _say("step 3/8: start the operator")
     log = start_operator(Path(box.kubeconfig_path), state_dir, box.prometheus_url, box.operator_metrics_address)
 
-    _say(f"step 4/6: kubectl apply -f {EXAMPLE.relative_to(ROOT)} (on simulated kwok GPU nodes)")
+    _say(f"step 4/8: kubectl apply -f {EXAMPLE.relative_to(ROOT)} (on simulated kwok GPU nodes)")
     kubectl("apply", "-n", "default", "-f", str(EXAMPLE))
     name = yaml.safe_load(EXAMPLE.read_text())["metadata"]["name"]
     if not _follow(kubectl, name):
@@ -152,7 +152,7 @@ def run_demo(down: bool = False) -> int:
         return 1
     print(kubectl("get", "pods", "-n", "default", "-o", "wide", "-l", f"{c.LABEL_INSTANCE}={name}"))
 
-    _say("step 5/6: real inference: the digits CNN served by Triton, run by the sandbox's pod runner, "
+    _say("step 5/8: real inference: the digits CNN served by Triton, run by the sandbox's pod runner, "
          + (f"through the gateway {box.gateway_url}" if box.gateway_url else "on the pod's port (no gateway)"))
     ok = _serve_for_real(kubectl, box)
     print(kubectl("get", "modeldeployments", "-n", "default", "-o", "wide"))
@@ -160,12 +160,24 @@ def run_demo(down: bool = False) -> int:
         _say(f"operator log: {log}")
         return 1
 
-    _say(f"step 6/6: compression before serving: the operator runs a Job that prunes and quantizes {LIVE}, "
+    _say(f"step 6/8: compression before serving: the operator runs a Job that prunes and quantizes {LIVE}, "
          "gates the variants on accuracy and rolls out the chosen one")
     if not _compress_for_real(kubectl, box):
         _say(f"operator log: {log}")
         return 1
     if not _alert_for_real(kubectl, box):
+        _say(f"operator log: {log}")
+        return 1
+
+    from modeldeploy import demo_autoscale, demo_canary
+
+    _say("step 7/8: canary rollout: version 2 promoted step by step on Prometheus' verdict, version 3 (failing) "
+         "rolled back by itself")
+    if not demo_canary.run(kubectl, box, NAMESPACE):
+        _say(f"operator log: {log}")
+        return 1
+    _say("step 8/8: autoscaling: a 5x step in load through the gateway, replicas follow Triton's own metrics")
+    if not demo_autoscale.run(kubectl, box, NAMESPACE):
         _say(f"operator log: {log}")
         return 1
     _say(f"explore:  export KUBECONFIG={box.kubeconfig_path} PATH={Path(kubectl.binary).parent}:$PATH")
@@ -204,7 +216,7 @@ def _alert_for_real(kubectl, box, timeout: float = 120) -> bool:
             if firing:
                 annotations = firing[0].get("annotations") or {}
                 _say(f"alert firing: ModelDeploymentNotReady ({firing[0]['labels'].get('severity')}): "
-                     f"{annotations.get('description', annotations.get('summary', ''))}")
+                     f"{annotations.get('description', annotations.get('summary', ''))} [{annotations.get('sandbox', '')}]")
                 return True
             time.sleep(2)
         _say(f"no ModelDeploymentNotReady alert for {UNPLACEABLE} within {timeout:.0f}s")

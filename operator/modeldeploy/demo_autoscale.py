@@ -201,6 +201,8 @@ def run(kubectl, box, namespace: str = "default") -> bool:
     md = body(model)
     _say(f"autoscaling: {NAME} serves a model taking {SERVICE_MS:g} ms per request; spec.autoscaling = "
          + json.dumps(md["spec"]["autoscaling"]))
+    # A rerun of the demo starts over from one replica (an earlier run may still be scaled up).
+    kubectl("delete", "modeldeployment", NAME, "-n", namespace, "--ignore-not-found", "--wait=true")
     kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(md))
     scaling = Scaling(api, namespace, box.prometheus_url)
     if not wait_for(lambda: len(scaling.ready_pods()) >= 1 and scaling.replicas() == 1, 120):

@@ -35,8 +35,9 @@ def _say(msg: str) -> None:
 
 def _line(canary: dict[str, Any]) -> str:
     last = canary.get("lastAnalysis") or {}
-    where = (f"{canary.get('phase')}: step {int(canary.get('step') or 0) + 1}/{canary.get('steps')}, "
-             f"weight {canary.get('weight')}%")
+    step, steps = int(canary.get("step") or 0), canary.get("steps")
+    at = f"all {steps} steps done" if isinstance(steps, int) and step >= steps else f"step {step + 1}/{steps}"
+    where = f"{canary.get('phase')}: {at}, weight {canary.get('weight')}%"
     if last:
         where += f" | analysis {last.get('result')}: {last.get('message')}"
     return where

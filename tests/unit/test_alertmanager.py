@@ -52,15 +52,24 @@ def test_config_passes_amtool(tmp_path: Path):
     assert "SUCCESS" in out.stdout
 
 
-def test_sandbox_rules_only_shorten_for(tmp_path: Path):
+def test_sandbox_rules_only_shorten_for_and_say_so(tmp_path: Path):
     source = yaml.safe_load(RULES.read_text())
     short = yaml.safe_load(am.write_rules(tmp_path / "rules.yaml", "10s").read_text())
     pairs = [(a, b) for ga, gb in zip(source["groups"], short["groups"]) for a, b in zip(ga["rules"], gb["rules"])]
     assert len(pairs) == sum(len(g["rules"]) for g in source["groups"])
+    shortened = 0
     for before, after in pairs:
-        assert {k: v for k, v in after.items() if k != "for"} == {k: v for k, v in before.items() if k != "for"}
+        cut = "for" in before and am.parse_duration(before["for"]) > 10.0
+        note = (after.get("annotations") or {}).get("sandbox")
+        assert note == (f"sandbox: fired after 10s, not the rule's {before['for']}" if cut else None)
+        annotations = {k: v for k, v in (after.get("annotations") or {}).items() if k != "sandbox"}
+        assert annotations == (before.get("annotations") or {})
+        keep = ("for", "annotations")
+        assert {k: v for k, v in after.items() if k not in keep} == {k: v for k, v in before.items() if k not in keep}
         if "for" in before:
             assert am.parse_duration(after["for"]) == min(am.parse_duration(before["for"]), 10.0)
+        shortened += cut
+    assert shortened >= 1
     out = run(promtool(), "check", "rules", str(tmp_path / "rules.yaml"))
     assert out.returncode == 0, out.stdout + out.stderr
 

@@ -117,12 +117,15 @@ def format_duration(seconds: float) -> str:
 
 
 def sandbox_rules(rules: Mapping[str, Any], max_for: str = SANDBOX_MAX_FOR) -> dict[str, Any]:
-    """The rules with every ``for`` longer than ``max_for`` cut to it; nothing else changes.
+    """The rules with every ``for`` longer than ``max_for`` cut to it, and an annotation ``sandbox`` on those
+    rules saying so (their summary and description speak of the production ``for``); nothing else changes.
 
     >>> doc = {"groups": [{"name": "g", "rules": [{"alert": "A", "expr": "x", "for": "15m"},
     ...                                           {"alert": "B", "expr": "y"}]}]}
     >>> [r.get("for") for r in sandbox_rules(doc)["groups"][0]["rules"]]
     ['10s', None]
+    >>> sandbox_rules(doc)["groups"][0]["rules"][0]["annotations"]
+    {'sandbox': "sandbox: fired after 10s, not the rule's 15m"}
     """
     cap = parse_duration(max_for)
     groups = []
@@ -131,7 +134,10 @@ def sandbox_rules(rules: Mapping[str, Any], max_for: str = SANDBOX_MAX_FOR) -> d
         for rule in group.get("rules") or ():
             rule = dict(rule)
             if "for" in rule and parse_duration(rule["for"]) > cap:
+                # Say so where the alert is read: its text speaks of the production ``for``.
+                note = f"sandbox: fired after {format_duration(cap)}, not the rule's {rule['for']}"
                 rule["for"] = format_duration(cap)
+                rule["annotations"] = {**(rule.get("annotations") or {}), "sandbox": note}
             new_rules.append(rule)
         groups.append({**group, "rules": new_rules})
     return {**rules, "groups": groups}

@@ -44,22 +44,13 @@ from modeldeploy.sandbox.crd import install_crd  # noqa: E402
 from modeldeploy.sandbox.examples import (FIXED_SERVICE_TIME_REQUEST, fixed_service_time_model,  # noqa: E402
                                           gateway_target, wait_routed)
 from modeldeploy.sandbox.loadgen import OpenLoopLoad, quantile  # noqa: E402
+from bench_namespace import fresh_namespace  # noqa: E402
 
 NAMESPACE = "bench-autoscaling"
 
 
 def say(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def fresh_namespace(core) -> None:
-    try:
-        core.delete_namespace(NAMESPACE)
-        while NAMESPACE in {n.metadata.name for n in core.list_namespace().items}:
-            time.sleep(1)
-    except client.ApiException:
-        pass
-    core.create_namespace({"metadata": {"name": NAMESPACE}})
 
 
 def main() -> int:
@@ -80,7 +71,7 @@ def main() -> int:
     install_crd(kubeconfig)
     api = config.new_client_from_config(config_file=kubeconfig)
     core = client.CoreV1Api(api)
-    fresh_namespace(core)
+    fresh_namespace(core, NAMESPACE)
     env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONPATH": str(args.operator_source.resolve()),
            "MODELDEPLOY_PROMETHEUS_URL": box.prometheus_url}
     op_log_path = box.workdir / "bench-autoscaling-operator.log"

@@ -34,7 +34,8 @@ from modeldeploy.render import names  # noqa: E402
 from modeldeploy.sandbox.cluster import Sandbox  # noqa: E402
 from modeldeploy.sandbox.crd import install_crd  # noqa: E402
 from modeldeploy.sandbox.examples import digits_on_runner, file_sha256, gateway_target, pod_http_url  # noqa: E402
-from traffic import infer_body  # noqa: E402
+from modeldeploy.sandbox.traffic import infer_body  # noqa: E402
+from bench_namespace import fresh_namespace  # noqa: E402
 
 NAMESPACE = "bench-gateway"
 NAME = "digits"
@@ -126,13 +127,7 @@ def main() -> int:
     install_crd(kubeconfig)
     api = config.new_client_from_config(config_file=kubeconfig)
     core = client.CoreV1Api(api)
-    try:
-        core.delete_namespace(NAMESPACE)
-        while NAMESPACE in {n.metadata.name for n in core.list_namespace().items}:
-            time.sleep(1)
-    except client.ApiException:
-        pass
-    core.create_namespace({"metadata": {"name": NAMESPACE}})
+    fresh_namespace(core, NAMESPACE)
     env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONPATH": str(ROOT / "operator")}
     op_log = open(box.workdir / "bench-gateway-operator.log", "w")
     operator = subprocess.Popen([sys.executable, "-m", "modeldeploy", "operator"], env=env, stdout=op_log,

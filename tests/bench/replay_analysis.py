@@ -521,7 +521,7 @@ def run_benchmark(sources: Sequence[dict[str, Any]], runs: int, seconds: float, 
                   outage: tuple[float, float] = (60.0, 660.0), progress=None) -> list[Row]:
     steps_sources = [to_steps(r) for r in sources]
     scrape = steps_sources[0].scrape
-    n_steps, block_steps = int(seconds / scrape), max(1, int(block / scrape))
+    block_steps = max(1, int(block / scrape))
     rows: list[Row] = []
     for scenario in scenarios:
         rng = random.Random(f"{seed}-{scenario}")

@@ -25,9 +25,6 @@ One ModelDeployment, in order:
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
 import threading
 import time
 from contextlib import contextmanager
@@ -39,11 +36,11 @@ from kubernetes import client
 from modeldeploy.api import constants as c
 from modeldeploy.policy import autoscaling as policy
 from modeldeploy.reconcile import autoscaling as glue
-from modeldeploy.sandbox import prometheus as prom
 from modeldeploy.sandbox.examples import (FIXED_SERVICE_TIME_REQUEST, autoscaled,
                                           fixed_service_time_model, gateway_target, pod_triton_counter,
                                           python_on_runner, wait_routed)
 from modeldeploy.sandbox.loadgen import OpenLoopLoad
+from modeldeploy.sandbox.outage import PrometheusOutage
 
 from .conftest import wait_for
 from .test_operator import condition, create_md, get_md, pods_of, wait_ready
@@ -116,22 +113,14 @@ def events(api, namespace: str, reason: str) -> list:
 
 @contextmanager
 def prometheus_stopped(sandbox):
-    """The sandbox's Prometheus killed (SIGTERM, waited for), then started again on the same port, folder and
+    """The sandbox's Prometheus stopped (SIGTERM, waited for), then started again on the same port, folder and
     data (the operator keeps its URL), also when the test fails in between: later tests need it."""
-    url = sandbox.prometheus_url
-    pid = int(sandbox.prometheus_pidfile.read_text())
-    port = int(url.rsplit(":", 1)[1])
-    os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: not Path(f"/proc/{pid}").exists(), 30, interval=0.1, what=f"prometheus (pid {pid}) gone")
+    outage = PrometheusOutage(sandbox)
+    outage.stop()
     try:
         yield
     finally:
-        log = open(sandbox.log_path("prometheus"), "ab")
-        proc = subprocess.Popen(prom.command(prom.find_binary(), sandbox.prometheus_dir, port), stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=sandbox.prometheus_dir,
-                                start_new_session=True)
-        sandbox.prometheus_pidfile.write_text(str(proc.pid))
-        prom.wait_ready(url, proc, sandbox.log_path("prometheus"), 60)
+        outage.start()
 
 
 @pytest.fixture(scope="module")

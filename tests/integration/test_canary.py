@@ -37,7 +37,7 @@ from modeldeploy.sandbox.outage import PrometheusOutage
 
 from .conftest import wait_for
 from .test_operator import condition, create_md, get_md, patch_md, wait_ready
-from .traffic import Outcome, Traffic
+from modeldeploy.sandbox.traffic import Outcome, Traffic
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 

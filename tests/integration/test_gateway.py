@@ -22,7 +22,7 @@ from modeldeploy.sandbox.examples import gateway_target
 from .conftest import wait_for
 from .test_dataplane import local_md
 from .test_operator import create_md, pods_of, wait_ready
-from .traffic import Traffic
+from modeldeploy.sandbox.traffic import Traffic
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

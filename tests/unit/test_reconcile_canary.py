@@ -202,3 +202,30 @@ def test_switching_from_rolling_keeps_the_stable_deployment_and_starts_no_canary
         first.status["currentRevision"]
     assert deployments(cl) == {"m-stable": 2} and (result.status.get("canary") or {}).get("phase") is None
     assert not cl.kube.ops("apply")  # nothing re-rendered: same template, same model
+
+
+def test_a_canary_in_progress_checks_the_token_secret_once_a_minute_and_a_command_recreates_it():
+    from modeldeploy.reconcile import agents as rmd
+
+    cl = cluster()
+    stable = cl.reconcile(md(canary={"steps": [{"setWeight": 50}, {"pause": {}}],
+                                     "skipAnalysis": True})).status["currentRevision"]
+    ready_pods(cl, stable, 2, "stable")
+    edit(cl, model=V2)
+    creates = lambda: cl.kube.calls.count(("create_secret", "m-agent-keys"))  # noqa: E731
+    cl.clock.t += rmd.RECHECK_TOKEN
+    before = creates()
+    for _ in range(10):  # two revisions side by side: every round wants the Secret to exist
+        cl.clock.t += timedelta(seconds=5)
+        cl.reconciler.reconcile("ns", "m")
+    assert creates() - before == 1  # once in 50 s, not on every round
+    cl.clock.t += rmd.RECHECK_TOKEN
+    cl.reconciler.reconcile("ns", "m")
+    assert creates() - before == 2
+
+    del cl.kube.objects[("Secret", "ns", "m-agent-keys")]  # deleted by someone: the next command recreates it
+    from modeldeploy.api.spec import parse_spec
+
+    owner = rmd.Owner(name="m", namespace="ns", uid="u")
+    assert cl.reconciler.commands.token(owner, parse_spec("m", cl.md()["spec"])) == "t0ken"
+    assert ("Secret", "ns", "m-agent-keys") in cl.kube.objects

@@ -186,3 +186,4 @@ def test_pods_that_cannot_fetch_the_old_model_are_replaced_when_the_model_change
     change_model(cluster, V1)  # the URI fixed
     cluster.reconciler.reconcile("ns", "m")
     assert [s for s in cluster.kube.ops("stamp") if c.ANNOTATION_MODEL_FILES in s[1]] and agents.gets == 0
+

@@ -38,6 +38,8 @@ ROTATE_AFTER = timedelta(days=7)
 #: Secret within about a minute, and until then the agents know only the old one.
 ROTATION_GRACE = timedelta(minutes=5)
 ANNOTATION_ROTATED_AT = "modeldeploy.io/token-rotated-at"
+#: How long a Secret found to exist and be ours is not checked again (see AgentCommands.checked).
+RECHECK_TOKEN = timedelta(seconds=60)
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -54,9 +56,18 @@ class AgentCommands:
     kube: KubeWriter
     agents: Agents | None
     now: Callable[[], datetime]
+    #: When each owner's Secret was last found to exist and be ours ((namespace, name) -> (uid, time)): Secrets
+    #: are not watched, and without this every reconcile of a rollout in progress would cost a create (409)
+    #: and a get.
+    checked: dict[tuple[str, str], tuple[str, datetime]] = dataclasses.field(default_factory=dict)
 
     def ensure_token(self, owner: Owner, spec) -> None:
-        """Secret ``<name>-agent-keys`` exists and is ours (created once; one request when new pods come)."""
+        """Secret ``<name>-agent-keys`` exists and is ours: created once, checked again at most every
+        RECHECK_TOKEN (a deleted Secret is recreated within that, or at once when a command needs it)."""
+        now = self.now()
+        uid, at = self.checked.get((owner.namespace, owner.name), ("", now))
+        if uid == owner.uid and now - at < RECHECK_TOKEN:
+            return
         name = names.agent_token_name(owner.name)
         created = self.kube.create_secret_token(owner.namespace, name, AGENT_TOKEN_KEY, owner.reference(),
                                                 names.common_labels(owner.name, spec.model.name))
@@ -64,6 +75,10 @@ class AgentCommands:
             existing = self.kube.get("Secret", owner.namespace, name)
             if existing is not None and not owned_by(existing, owner.uid):
                 raise Conflict("Secret", owner.namespace, name, "its token would reach our pods' agents")
+        self.checked[(owner.namespace, owner.name)] = (owner.uid, now)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.checked.pop((namespace, name), None)
 
     def token(self, owner: Owner, spec) -> str | None:
         """The token to sign a command with (read only when a pod is told something; recreated if deleted),
@@ -71,6 +86,7 @@ class AgentCommands:
         name = names.agent_token_name(owner.name)
         secret = self.kube.get("Secret", owner.namespace, name)
         if secret is None:
+            self.forget(owner.namespace, owner.name)
             self.ensure_token(owner, spec)
             secret = self.kube.get("Secret", owner.namespace, name)
         if secret is None or not owned_by(secret, owner.uid):

@@ -100,6 +100,7 @@ class Reconciler:
         """Drop what is kept in memory about a ModelDeployment that is gone."""
         self.autoscaler.forget(namespace, name)  # type: ignore[union-attr]
         self._verified.pop((namespace, name), None)
+        self.commands.forget(namespace, name)
 
     def reconcile(self, namespace: str, name: str) -> Result:
         body = self.view.get(c.KIND, namespace, name)

@@ -8,20 +8,13 @@ Only the Prometheus of the sandbox given (its pid file) is touched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
-import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
-
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state == "Z"
+from modeldeploy.sandbox import processes
 
 
 class PrometheusOutage:
@@ -42,7 +35,9 @@ class PrometheusOutage:
         self.cwd = os.readlink(f"/proc/{pid}/cwd")
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while not _gone(pid):
+        while processes.pid_alive(pid):  # a zombie (our own child, not reaped yet) counts as gone
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # reap it when this process started it (sandbox up in-process)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"prometheus (pid {pid}) still runs {timeout:.0f}s after SIGTERM")
             time.sleep(0.1)
@@ -51,19 +46,7 @@ class PrometheusOutage:
         """Start it again; wait until it answers ``/-/ready``. Returns the new pid."""
         if self.argv is None:
             raise RuntimeError("start() before stop()")
-        with open(self.log, "ab") as fh:
-            proc = subprocess.Popen(self.argv, cwd=self.cwd, stdout=fh, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        self.pidfile.write_text(str(proc.pid))
-        deadline, last = time.monotonic() + timeout, ""
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {proc.returncode} at restart; see {self.log}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:
-                    if resp.status == 200:
-                        return proc.pid
-            except OSError as exc:
-                last = str(exc)
-            time.sleep(0.2)
-        raise TimeoutError(f"prometheus not ready {timeout:.0f}s after its restart ({last}); see {self.log}")
+        proc = processes.start_daemon(self.argv, Path(self.cwd), self.log, self.pidfile,
+                                      lambda proc: processes.wait_http_ready(self.url, proc, self.log, timeout,
+                                                                             "prometheus (restarted)"))
+        return proc.pid

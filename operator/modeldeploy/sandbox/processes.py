@@ -1,5 +1,6 @@
 """Small process helpers shared by the sandbox's components (Prometheus, Alertmanager, the supervisor,
-the demo): a free loopback port, a log's tail, whether a pid is alive, waiting for an HTTP readiness path.
+the demo): a free loopback port, a log's tail, whether a pid is alive, waiting for an HTTP readiness path,
+starting a daemon in its own session with its pid recorded.
 
 One copy of each, so every component reports a failed start the same way (the exit code and the end of
 its log) and every liveness check treats a zombie as dead.
@@ -7,12 +8,14 @@ its log) and every liveness check treats a zombie as dead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -64,3 +67,25 @@ def wait_http_ready(url: str, proc: subprocess.Popen | None, log: Path, timeout:
             last = str(exc)
         time.sleep(0.2)
     raise error(f"{what} at {url} not ready within {timeout:.0f}s ({last}); from {log}:\n{tail(log)}")
+
+
+def start_daemon(cmd: Sequence[str], cwd: Path, log: Path, pidfile: Path,
+                 ready: Callable[[subprocess.Popen], None]) -> subprocess.Popen:
+    """Start ``cmd`` in its own session (so a stop can signal its process group) with its output appended to
+    ``log``, write its pid to ``pidfile``, then call ``ready(proc)``; if that raises, kill the process, remove
+    the pidfile and re-raise."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(list(cmd), stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=cwd, start_new_session=True)
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    pidfile.write_text(str(proc.pid))
+    try:
+        ready(proc)
+    except BaseException:
+        proc.kill()
+        proc.wait(timeout=10)
+        with contextlib.suppress(OSError):
+            pidfile.unlink()
+        raise
+    return proc

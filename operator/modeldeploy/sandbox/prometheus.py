@@ -304,17 +304,7 @@ def start(binary: Path, home: Path, log: Path, pidfile: Path, api_server: str, c
     config = prometheus_config(api_server, home / CA_FILE, home / TOKEN_FILE, extra=extra)
     (home / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
     port = _free_port()
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen(command(binary, home, port), stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=home, start_new_session=True)
-    pidfile.parent.mkdir(parents=True, exist_ok=True)
-    pidfile.write_text(str(proc.pid))
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc, log, timeout)
-    except BaseException:
-        proc.kill()
-        proc.wait(timeout=10)
-        raise
+    proc = processes.start_daemon(command(binary, home, port), home, log, pidfile,
+                                  lambda proc: wait_ready(url, proc, log, timeout))
     return url, proc.pid

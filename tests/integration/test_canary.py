@@ -57,10 +57,18 @@ def canary_of(md: dict) -> dict:
 
 
 def wait_canary(api, namespace: str, name: str, predicate, timeout: float, what: str) -> dict:
+    """The ModelDeployment once ``predicate(status.canary, md)`` holds; on timeout the failure shows the last
+    status.canary seen (phase, step, weight, last analysis)."""
+    seen: dict = {}
+
     def check():
         md = get_md(api, namespace, name)
-        return md if predicate(canary_of(md), md) else None
-    return wait_for(check, timeout, interval=0.25, what=what)
+        seen["canary"] = canary_of(md)
+        return md if predicate(seen["canary"], md) else None
+    try:
+        return wait_for(check, timeout, interval=0.25, what=what)
+    except AssertionError as err:
+        raise AssertionError(f"{err}; last status.canary: {seen.get('canary')!r}") from None
 
 
 def injected(outcome: Outcome) -> bool:
@@ -221,8 +229,9 @@ def test_a_bad_canary_is_rolled_back_and_stable_takes_all_traffic_without_a_fail
                          "the canary rolled back (Aborted)")
         aborted = time.monotonic()
         # RollingBack lasts until the canary pods are terminating: often less than the poller's 0.25 s.
-        rolled = log.first(lambda s: s.canary.get("phase") in ("RollingBack", "Aborted"))
-        assert rolled is not None, log.phases()
+        # The poller runs beside the wait above: give it a moment to record what the wait saw.
+        rolled = wait_for(lambda: log.first(lambda s: s.canary.get("phase") in ("RollingBack", "Aborted")), 10,
+                          interval=0.1, what=f"the status poller to see the rollback ({log.phases()})")
         wait_for(lambda: len([o for o in load.outcomes if o.started >= rolled.at + SETTLE_S]) >= 200, 60,
                  what="200 requests after the rollback")
     canary_answers = [o for o in load.outcomes if o.version == "2" or injected(o)]

@@ -280,3 +280,11 @@ def test_a_p99_x1_5_canary_is_caught_with_the_quantiles_the_operator_asks_triton
         (q, v * 1000) for q, v in sorted(canary.items()) if q in (0.5, 0.9, 0.95, 0.99, 0.999)), 1920, 2400),)),
         measured.stable)
     assert judge(spec(P99), measured_default, look=3).outcome is not an.Outcome.FAIL
+
+
+def test_series_seen_but_no_complete_interval_yet_is_inconclusive_not_an_error():
+    # Both revisions scraped once: series exist, no interval between two samples yet (was an OverflowError).
+    empty = data(ms.RevisionData("c", (), (), {}), ms.RevisionData("s", (), (), {}))
+    verdict = an.judge(spec(ER), empty, started_at=T0, now=T0 + timedelta(seconds=12))
+    assert verdict.outcome is an.Outcome.INCONCLUSIVE
+    assert "no canary requests yet" in verdict.checks[0].message

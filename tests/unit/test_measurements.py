@@ -62,5 +62,22 @@ def test_revision_data_groups_by_pod_and_name():
     assert rev.custom == {"q": (1.0, 2.0)}
 
 
+def test_a_pod_first_scraped_after_a_burst_counts_the_burst_an_older_pod_does_not_count_its_past():
+    # "new" was born in the range (first sample at 10, after since=5): its first values are requests of the
+    # range. "old" has a sample before the range: only its increase inside the range counts.
+    raw = [
+        series(ms.SUCCESS, "new", [(10, 400), (12, 400)]),
+        series(ms.FAILURE, "new", [(10, 3), (12, 3)], reason="BACKEND"),
+        series(ms.DURATION, "new", [(10, 800_000), (12, 800_000)]),
+        series(ms.SUCCESS, "old", [(4, 1000), (10, 1010), (12, 1020)]),
+    ]
+    rev = ms.revision_data("r1", raw, since=5.0)
+    by_pod = {p: sum(i.successes for i in rev.intervals if i.pod == p) for p in rev.pods}
+    assert by_pod == {"new": 400, "old": 20}
+    assert rev.failures == 3
+    first = next(i for i in rev.intervals if i.pod == "new")
+    assert (first.start, first.end, first.mean_latency_ms) == (5.0, 10, 2.0)
+
+
 def test_docstring_examples():
     assert doctest.testmod(ms).failed == 0

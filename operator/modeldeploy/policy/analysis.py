@@ -335,8 +335,10 @@ def _cells(canary: RevisionData, stable: RevisionData | None, through: float, ho
     (through, horizon]. Each scrape interval's counts are spread evenly over its span (linear interpolation
     of the counters), so the two revisions, scraped at different moments, are compared over the same time.
     Also returns the new ``through``: the end of the last cell counted."""
-    first, last = math.ceil(through / STRATUM_S - 1e-9), math.floor(horizon / STRATUM_S + 1e-9)
     cells: dict[int, list[float]] = {}
+    if not (math.isfinite(through) and math.isfinite(horizon)):  # no pod has a complete interval yet
+        return cells, through
+    first, last = math.ceil(through / STRATUM_S - 1e-9), math.floor(horizon / STRATUM_S + 1e-9)
     if last <= first:
         return cells, through
     lo, hi = first * STRATUM_S, last * STRATUM_S

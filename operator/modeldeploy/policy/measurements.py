@@ -247,7 +247,8 @@ def revision_data(revision: str, series: Iterable[RawSeries], *, since: float,
     intervals: list[PodInterval] = []
     tails: list[PodTail] = []
     for pod in sorted(set(by_pod) | set(quantiles)):
-        metrics = by_pod.get(pod, {})
+        metrics = {name: [born_counting(points, since) for points in series_list]
+                   for name, series_list in by_pod.get(pod, {}).items()}
         successes = metrics.get(SUCCESS) or []
         success = sorted(p for s in successes for p in s) if len(successes) == 1 else _sum_series(successes)
         intervals.extend(pod_intervals(pod, success, metrics.get(FAILURE, ()), metrics.get(DURATION, ()),
@@ -257,6 +258,23 @@ def revision_data(revision: str, series: Iterable[RawSeries], *, since: float,
             if tail is not None:
                 tails.append(tail)
     return RevisionData(revision, tuple(intervals), tuple(tails), dict(custom or {}))
+
+
+def born_counting(points: Sequence[Point], since: float) -> Sequence[Point]:
+    """A counter series first sampled after ``since`` was born in the range (the query reads back further
+    than ``since``, so an older series has a sample before it): a counter counts from 0 at its birth, so
+    its first value is an increase too. Without this, a new pod's requests before its first scrape —
+    all of them, when a burst came before Prometheus found the pod — would never be counted.
+
+    >>> born_counting([(10, 400.0), (12, 400.0)], since=5)
+    [(5, 0.0), (10, 400.0), (12, 400.0)]
+    >>> born_counting([(4, 100.0), (10, 400.0)], since=5)
+    [(4, 100.0), (10, 400.0)]
+    """
+    finite = [t for t, v in points if math.isfinite(v)]
+    if not finite or min(finite) <= since or not math.isfinite(since):
+        return points
+    return [(since, 0.0), *sorted(points)]
 
 
 def _sum_series(series_list: Sequence[Sequence[Point]]) -> list[Point]:

@@ -75,7 +75,10 @@ def main() -> int:
     env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONPATH": str(args.operator_source.resolve()),
            "MODELDEPLOY_PROMETHEUS_URL": box.prometheus_url}
     op_log_path = box.workdir / "bench-autoscaling-operator.log"
-    operator = subprocess.Popen([sys.executable, "-m", "modeldeploy", "operator"], env=env,
+    # An --operator-source from before leader election has no such flag (and needs none).
+    cli = (args.operator_source / "modeldeploy" / "cli.py").read_text()
+    single = ["--no-leader-election"] if "--no-leader-election" in cli else []
+    operator = subprocess.Popen([sys.executable, "-m", "modeldeploy", "operator", *single], env=env,
                                 stdout=open(op_log_path, "w"), stderr=subprocess.STDOUT)
     say(f"operator from {args.operator_source} (pid {operator.pid}, log {op_log_path})")
     rows = []

@@ -109,9 +109,14 @@ class Bench:
         env = {**os.environ, "KUBECONFIG": str(self.box.kubeconfig_path), "PYTHONPATH": str(ROOT / "operator"),
                "MODELDEPLOY_PROMETHEUS_URL": self.box.prometheus_url}
         log = open(self.work / "operator.log", "ab")
-        self.operator = subprocess.Popen([sys.executable, "-m", "modeldeploy", "operator"], env=env, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-        say(f"operator started (pid {self.operator.pid}, log {self.work / 'operator.log'})")
+        self.operator = subprocess.Popen([sys.executable, "-m", "modeldeploy", "operator", "--no-leader-election"],
+                                         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self.operator.wait(3)
+        except subprocess.TimeoutExpired:
+            say(f"operator started (pid {self.operator.pid}, log {self.work / 'operator.log'})")
+        else:
+            raise SystemExit(f"the operator exited with {self.operator.returncode}; see {self.work / 'operator.log'}")
 
     def stop_operator(self) -> None:
         if self.operator is not None and self.operator.poll() is None:

@@ -130,7 +130,7 @@ def main() -> int:
     fresh_namespace(core, NAMESPACE)
     env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONPATH": str(ROOT / "operator")}
     op_log = open(box.workdir / "bench-gateway-operator.log", "w")
-    operator = subprocess.Popen([sys.executable, "-m", "modeldeploy", "operator"], env=env, stdout=op_log,
+    operator = subprocess.Popen([sys.executable, "-m", "modeldeploy", "operator", "--no-leader-election"], env=env, stdout=op_log,
                                 stderr=subprocess.STDOUT)
     rows = []
     try:

@@ -12,6 +12,9 @@ as the chart runs it: two elected processes (leader and standby, one Lease). Rep
   resource, counted in the API server's audit log by user agent, so nothing is estimated;
 - idle: with N Ready objects and no change, requests per minute (by kind) and the leader's CPU
   seconds per minute, over ``--idle-seconds``;
+- soak (``--soak-seconds``, off by default): one ModelDeployment's spec edited every ``--soak-edit-every``
+  seconds (maxBatchSize 8 <-> 16: a new revision, a rolling update of its pod), in turn over all of
+  them; the leader's RSS sampled every 10 s: its growth from the start of the soak to its end;
 - failover: the leader is SIGKILLed and one more ModelDeployment created at once; the time until
   the standby holds the Lease, makes its first write, and that ModelDeployment is Ready, and the
   requests the new leader makes to catch up.
@@ -236,7 +239,30 @@ def log_time(log: Path, text: str) -> float | None:
     return None
 
 
-def run_operator(api, box: Sandbox, kubeconfig: str, count: int, idle_seconds: float, workers: int) -> dict:
+def soak(custom, ns: str, count: int, pid: int, seconds: float, every: float) -> dict:
+    """Edit one ModelDeployment's spec every ``every`` seconds for ``seconds``; the leader's RSS meanwhile."""
+    samples: list[tuple[float, float]] = []
+    t0 = next_edit = next_sample = time.monotonic()
+    edits = 0
+    while time.monotonic() - t0 < seconds:
+        now = time.monotonic()
+        if now >= next_sample:
+            samples.append((now - t0, proc_status(pid, "VmRSS") / 1024))
+            next_sample += 10.0
+        if now >= next_edit:
+            batch = 16 if (edits // count) % 2 == 0 else 8
+            custom.patch_namespaced_custom_object(c.GROUP, c.VERSION, ns, c.PLURAL, f"m{edits % count}",
+                                                  {"spec": {"serving": {"maxBatchSize": batch}}})
+            edits += 1
+            next_edit += every
+        time.sleep(max(0.0, min(next_edit, next_sample) - time.monotonic()))
+    samples.append((time.monotonic() - t0, proc_status(pid, "VmRSS") / 1024))
+    return {"edits": edits, "seconds": time.monotonic() - t0, "rss": samples,
+            "peak_rss_mib": proc_status(pid, "VmHWM") / 1024}
+
+
+def run_operator(api, box: Sandbox, kubeconfig: str, count: int, idle_seconds: float, workers: int,
+                 soak_seconds: float = 0.0, soak_every: float = 2.0) -> dict:
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     ns = LEASE_NS
     fresh_namespace(core, ns)
@@ -272,6 +298,12 @@ def run_operator(api, box: Sandbox, kubeconfig: str, count: int, idle_seconds: f
         result["idle_rss_mib"] = proc_status(leader.pid, "VmRSS") / 1024
         result["idle_requests"] = count_requests(idle_cursor, since=w0, until=w1)
         result["idle_minutes"] = minutes
+
+        if soak_seconds > 0:
+            say(f"soak: {soak_seconds:.0f}s, one spec edit every {soak_every:g}s")
+            result["soak"] = soak(custom, ns, count, leader.pid, soak_seconds, soak_every)
+            wait_until(lambda: all_ready(custom, ns, count), 1800, "every ModelDeployment Ready after the soak",
+                       interval=1.0)
 
         say("failover: SIGKILL the leader, create one more ModelDeployment")
         fail_cursor = audit.Cursor.mark(logs)
@@ -336,6 +368,8 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--idle-seconds", type=float, default=120.0)
     parser.add_argument("--workers", type=int, default=8, help="MODELDEPLOY_WORKERS (the chart's default: 8)")
+    parser.add_argument("--soak-seconds", type=float, default=0.0, help="a soak with periodic edits (0: none)")
+    parser.add_argument("--soak-edit-every", type=float, default=2.0)
     args = parser.parse_args()
 
     box = Sandbox()
@@ -361,7 +395,8 @@ def main() -> int:
     say(f"floor with children: {with_children:.1f}s")
     say(f"operator: {args.count} ModelDeployments (leader {IDENTITIES[0]}, standby {IDENTITIES[1]}, "
         f"{args.workers} workers)")
-    op = run_operator(api, box, kubeconfig, args.count, args.idle_seconds, args.workers)
+    op = run_operator(api, box, kubeconfig, args.count, args.idle_seconds, args.workers, args.soak_seconds,
+                      args.soak_edit_every)
     say(f"operator: {op['seconds']:.1f}s")
     n = args.count
 
@@ -394,6 +429,13 @@ def main() -> int:
         print(f"requests per minute: {sum(op['idle_requests'].values()) / minutes:.1f}")
         for (who, verb, resource), k in sorted(op["idle_requests"].items(), key=lambda kv: -kv[1]):
             print(f"  {who} {verb} {resource}: {k / minutes:.1f}/min")
+    if "soak" in op:
+        sk = op["soak"]
+        rss = [r for _, r in sk["rss"]]
+        print(f"\nsoak: {sk['edits']} spec edits in {sk['seconds']:.0f} s; leader RSS {rss[0]:.0f} MiB at the start, "
+              f"{rss[-1]:.0f} MiB at the end ({100 * (rss[-1] - rss[0]) / rss[0]:+.1f}%), max {max(rss):.0f} MiB; "
+              f"peak (VmHWM) {sk['peak_rss_mib']:.0f} MiB")
+        print("  RSS every 10 s (MiB): " + " ".join(f"{r:.0f}" for r in rss))
     first = op.get("failover_first_write_s")
     print(f"\nfailover: SIGKILL -> standby holds the Lease {op['failover_lease_s']:.1f} s -> first write "
           f"{'n/a' if first is None else f'{first:.1f} s'} -> new ModelDeployment Ready {op['failover_ready_s']:.1f} s "

@@ -140,3 +140,16 @@ def test_main_runs_end_to_end(capsys):
                         "--scenario", "aa"]) == 0
     out = capsys.readouterr().out
     assert "| aa | ours | " in out and "| aa | argo | " in out
+
+
+def test_the_recorded_sandbox_a_a_canary_is_never_rolled_back_and_an_error_canary_on_it_is():
+    """The real recording (docs/benchmarks.md, canary rollouts): a regression guard for the analysis on real
+    Triton/Prometheus series. Deterministic: the bootstrap is seeded."""
+    import json
+
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "canary-aa-sandbox.json"
+    rec = json.loads(path.read_text())
+    rows = {(r.scenario, r.detector): r for r in replay.run_benchmark(
+        [rec], runs=20, seconds=300, block=60, seed=1, scenarios=("aa", "error"))}
+    assert rows[("aa", "ours")].runs == 20 and rows[("aa", "ours")].rollbacks == 0
+    assert rows[("error", "ours")].rollbacks == 20 and max(rows[("error", "ours")].times) <= 120

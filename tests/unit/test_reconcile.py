@@ -83,6 +83,9 @@ def test_a_restarted_operator_applies_nothing_that_nobody_changed():
     assert not result.written
     # the model source Secret is not watched: one read to see its hash and its writers, nothing applied
     assert cluster.kube.calls == [("get", "Secret")]
+    cluster.kube.calls.clear()
+    cluster.reconciler.reconcile("ns", "m")
+    assert cluster.kube.calls == []  # that read is kept: the next round (Kopf's next event) reads nothing
 
 
 def test_a_restarted_operator_takes_back_an_edit_made_while_it_was_down():

@@ -123,10 +123,14 @@ class Actor:
         live = self.view.get(kind, namespace, name)
         if live is not None and not owned_by(live, self.owner_uid):
             live = self.kube.get(kind, namespace, name)  # the cache may be behind a delete + recreate
-        if live is None:
+        fetched = live is None
+        if fetched:
             live = self.kube.get(kind, namespace, name)
         if live is not None and not owned_by(live, self.owner_uid):
             raise Conflict(kind, namespace, name, _describe_owner(live))
+        if fetched and live is not None:
+            # Kept for the next round: an unwatched kind (Secrets) would be read again on every reconcile.
+            self.view.store(kind, live)
         if live is not None and self.memo.unchanged(desired, live):
             return live
         if live is not None and not self.memo.knows(desired) and applied_before(desired, live, OUR_FIELD_MANAGERS):

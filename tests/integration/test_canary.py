@@ -256,7 +256,8 @@ def test_a_bad_canary_is_rolled_back_and_stable_takes_all_traffic_without_a_fail
     after = [o for o in load.outcomes if o.started >= rolled.at + SETTLE_S]
     assert len(after) >= 200 and {o.version for o in after} == {"1"}, {o.version for o in after}
     assert last_canary <= rolled.at + SETTLE_S
-    assert aborted >= rolled.at
+    # Two pollers saw the rollback (this test's wait and the status poller): within one poll of each other.
+    assert rolled.at <= aborted + 1.0, (rolled.at, aborted)
 
 
 def test_prometheus_stopped_mid_rollout_holds_it_and_started_again_it_goes_on_to_promotion(

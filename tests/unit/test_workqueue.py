@@ -97,3 +97,49 @@ def test_get_blocks_until_another_thread_adds():
     q.add("x")
     worker.join(timeout=10)
     assert got == ["x"]
+
+
+def test_low_priority_keys_wait_behind_every_ordinary_add():
+    q = WorkQueue(Clock())
+    for key in ("settled-1", "settled-2", "settled-3"):
+        q.add(key, low=True)
+    q.add("edited")
+    assert q.get(0) == "edited"
+    assert q.get(0) == "settled-1"
+    q.add("new")  # arrives during the pass: goes before the rest of it
+    assert [q.get(0), q.get(0), q.get(0), q.get(0)] == ["new", "settled-2", "settled-3", None]
+
+
+def test_an_ordinary_add_moves_a_low_key_up_once():
+    q = WorkQueue(Clock())
+    q.add("a", low=True)
+    q.add("b", low=True)
+    q.add("b")
+    assert len(q) == 2
+    assert [q.get(0), q.get(0), q.get(0)] == ["b", "a", None]  # b's stale low entry is skipped
+
+
+def test_a_low_add_never_demotes_or_duplicates():
+    clock = Clock()
+    q = WorkQueue(clock)
+    q.add("a")
+    q.add("a", low=True)
+    q.add("b", low=True)
+    assert [q.get(0), q.get(0)] == ["a", "b"]
+    q.add("a", low=True)  # being processed: no second look queued
+    q.done("a")
+    assert q.get(0) is None
+    q.add("c", after=5)
+    q.add("c", low=True)  # a delayed look is pending: it will run
+    clock.t += 5
+    assert [q.get(0), q.get(0)] == ["c", None]
+
+
+def test_a_low_key_promoted_processed_and_queued_low_again_runs_once():
+    q = WorkQueue(Clock())
+    q.add("a", low=True)
+    q.add("a")
+    assert q.get(0) == "a"
+    q.done("a")
+    q.add("a", low=True)
+    assert [q.get(0), q.get(0)] == ["a", None]

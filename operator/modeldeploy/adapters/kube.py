@@ -18,7 +18,9 @@ from typing import Any, Iterator, Mapping
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 
+from modeldeploy.adapters.informer import json_lines
 from modeldeploy.api import agent_auth
 from modeldeploy.api import constants as c
 
@@ -288,25 +290,49 @@ class Kube:
             return getattr(api, f"list_namespaced_{name}"), (namespace,)
         return getattr(api, f"list_{name}_for_all_namespaces"), ()
 
+    def list_page(self, kind: str, label_selector: str, namespace: str | None, token: str | None,
+                  limit: int) -> dict[str, Any]:
+        """One page of ``kind`` matching ``label_selector`` (``items``, ``metadata.continue`` and
+        ``metadata.resourceVersion``). A kind whose CRD is not installed (the Gateway API's) is an empty list."""
+        fn, args = self._list_fn(kind, namespace)
+        extra = {"_continue": token} if token else {}
+        try:
+            return self._call("list", f"{kind}s" + (f" in {namespace}" if namespace else ""), fn, *args,
+                              label_selector=label_selector, limit=limit, **extra) or {}
+        except KubeError as err:
+            if err.status == 404 and kind in CUSTOM_KINDS:
+                return {"items": [], "metadata": {}}
+            raise
+
     def list_all(self, kind: str, label_selector: str, namespace: str | None = None) -> Iterator[dict[str, Any]]:
         """Every ``kind`` matching ``label_selector`` (in ``namespace``, or cluster-wide), a page of
-        :data:`PAGE` per request: used once at start to fill the watch cache before the first reconcile.
-        A kind whose CRD is not installed (the Gateway API's) yields nothing."""
-        fn, args = self._list_fn(kind, namespace)
+        :data:`PAGE` per request: used once at start to fill the watch cache before the first reconcile."""
         token = None
         while True:
-            extra = {"_continue": token} if token else {}
-            try:
-                out = self._call("list", f"{kind}s" + (f" in {namespace}" if namespace else ""), fn, *args,
-                                 label_selector=label_selector, limit=self.PAGE, **extra)
-            except KubeError as err:
-                if err.status == 404 and kind in CUSTOM_KINDS:
-                    return
-                raise
+            out = self.list_page(kind, label_selector, namespace, token, self.PAGE)
             yield from out.get("items", [])
             token = (out.get("metadata") or {}).get("continue")
             if not token:
                 return
+
+    def watch_events(self, kind: str, label_selector: str, namespace: str | None, resource_version: str,
+                     timeout_seconds: int) -> Iterator[dict[str, Any]]:
+        """The events of one watch request from ``resource_version`` (bookmarks on), as the API server
+        streams them; it ends when the server closes the request after ``timeout_seconds``. The client
+        gives up reading 30 s later (a silently dropped connection; bookmarks arrive about once a minute)."""
+        fn, args = self._list_fn(kind, namespace)
+        self.requests += 1
+        try:
+            resp = fn(*args, label_selector=label_selector, resource_version=resource_version, watch=True,
+                      allow_watch_bookmarks=True, timeout_seconds=timeout_seconds, _preload_content=False,
+                      _request_timeout=(10, timeout_seconds + 30))
+        except ApiException as exc:
+            raise KubeError("watch", f"{kind}s" + (f" in {namespace}" if namespace else ""), exc) from exc
+        try:
+            yield from json_lines(iter_resp_lines(resp))
+        finally:
+            resp.close()
+            resp.release_conn()
 
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         out = self._call("list", f"Pods in {namespace}", self.core.list_namespaced_pod, namespace,

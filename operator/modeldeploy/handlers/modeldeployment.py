@@ -2,15 +2,21 @@
 
 The shape is controller-runtime's, built from Kopf's watches:
 
-- every watched object (ModelDeployments, and the Deployments, pods, Jobs, ConfigMaps and Services
-  labelled ``app.kubernetes.io/managed-by=modeldeploy``) is stored in the watch cache
-  (adapters/cache.py) as Kopf delivers its events, and its owner's key is added to the work queue
+- every watched object (ModelDeployments, and the Deployments, pods, Jobs, ConfigMaps, Services and
+  HTTPRoutes labelled ``app.kubernetes.io/managed-by=modeldeploy``) is stored in the watch cache
+  (adapters/cache.py) as its events arrive, and its owner's key is added to the work queue
   (handlers/workqueue.py) — so a burst of events becomes one reconcile;
+- Kopf watches the ModelDeployments (and HTTPRoutes, whose CRD may appear later: Kopf notices);
+  the numerous children are followed by our own informers (adapters/informer.py), one event at a
+  time, because Kopf's per-object queues hold every object whole at once when a leader starts with
+  thousands of them (the memory figures are in docs/benchmarks.md);
 - a few worker threads take keys from the queue and reconcile (reconcile/modeldeployment.py), which
   reads only from the cache; its result becomes an Event, a later look (``requeue_after``) or a retry
   with backoff — all through the queue, the operator's only timer;
-- at start, one LIST per kind fills the cache before the workers run, so the first reconciles do not
-  GET children one by one.
+- at start, the informers' first lists fill the cache before the workers run, so the first reconciles
+  do not GET children one by one; ModelDeployments that look settled (Ready at their current
+  generation) are queued behind every change (a new leader's pass over 1,000 of them does not delay
+  the one object someone just edited).
 
 Only Kopf *event* handlers are used: Kopf's create/update/resume handlers would store the handled
 spec in an annotation of every ModelDeployment (a large spec overflows its 256 KiB limit) and add
@@ -35,6 +41,7 @@ from kubernetes import config as kube_config
 from modeldeploy import metrics
 from modeldeploy.adapters.agent import AgentClient
 from modeldeploy.adapters.cache import ObjectCache, owner_name
+from modeldeploy.adapters.informer import DELETED, LISTED, Informer
 from modeldeploy.adapters.kube import Kube
 from modeldeploy.adapters.prometheus import PrometheusProvider
 from modeldeploy.api import constants as c
@@ -50,11 +57,15 @@ log = logging.getLogger(__name__)
 RETRY_BASE_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
 MANAGED = {c.LABEL_MANAGED_BY: c.MANAGED_BY}
-#: Kinds watched besides ModelDeployments (label-filtered), as (Kopf group, version, plural, cache kind).
-CHILD_KINDS = (("apps", "v1", "deployments", "Deployment"), ("", "v1", "pods", "Pod"),
-               ("batch", "v1", "jobs", "Job"), ("", "v1", "configmaps", "ConfigMap"),
-               ("", "v1", "services", "Service"),
-               ("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute"))
+MANAGED_SELECTOR = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"
+#: Children followed by informers: kind -> label selector.
+INFORMED = {"Deployment": MANAGED_SELECTOR, "Pod": MANAGED_SELECTOR, "ConfigMap": MANAGED_SELECTOR,
+            "Service": MANAGED_SELECTOR,
+            "Job": f"{MANAGED_SELECTOR},{c.LABEL_COMPONENT}={c.COMPONENT_COMPRESSION}"}
+#: Children Kopf watches (their CRD may be installed after the operator starts), listed at start too.
+KOPF_CHILDREN = ("HTTPRoute",)
+#: How long the start waits for the informers' first lists before reconciling from a partial cache.
+SYNC_TIMEOUT_SECONDS = 120.0
 
 Key = tuple[str, str]
 
@@ -72,6 +83,22 @@ def options_from_env(env: dict[str, str] | os._Environ = os.environ) -> RenderOp
         fetcher_image=env.get("MODELDEPLOY_FETCHER_IMAGE") or RenderOptions.fetcher_image,
         progress_deadline_seconds=int(env.get("MODELDEPLOY_PROGRESS_DEADLINE_SECONDS", "600")),
     )
+
+
+def settled(body: Any) -> bool:
+    """A ModelDeployment whose last reconcile left it Ready at its current generation: at start it
+    only needs a look for drift, behind every change (WorkQueue ``low``).
+
+    >>> settled({"metadata": {"generation": 3}, "status": {"phase": "Ready", "observedGeneration": 3}})
+    True
+    >>> settled({"metadata": {"generation": 4}, "status": {"phase": "Ready", "observedGeneration": 3}})
+    False
+    >>> settled({"metadata": {"generation": 1}})
+    False
+    """
+    status = body.get("status") or {}
+    return (status.get("phase") == c.PHASE_READY
+            and status.get("observedGeneration") == (body.get("metadata") or {}).get("generation"))
 
 
 def retry_delay(failures: int) -> float:
@@ -97,6 +124,7 @@ class Operator:
     # (namespace, Job name) -> ModelDeployments whose last reconcile found them waiting for that Job.
     waiting: defaultdict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
     _threads: list[threading.Thread] = field(default_factory=list)
+    informers: list[Informer] = field(default_factory=list)
 
     prometheus_url: str | None = None
 
@@ -107,28 +135,82 @@ class Operator:
                                      agents=AgentClient(), metrics=metrics_provider)
 
     # --- cache and queue ---------------------------------------------------------------------
-    def prefill(self) -> list[Key]:
-        """One LIST per kind into the cache (the watches then keep it current); the ModelDeployments found."""
+    def prefill(self, sync_timeout: float = SYNC_TIMEOUT_SECONDS) -> list[tuple[Key, bool]]:
+        """Start the informers and wait for their first lists; list the Kopf-watched children and the
+        ModelDeployments into the cache. Returns the ModelDeployments found, each with whether it
+        looked settled (:func:`settled`)."""
+        for scope in self.namespaces or (None,):
+            for kind, selector in INFORMED.items():
+                informer = Informer(self.kube, kind, selector, scope,
+                                    lambda event, obj, kind=kind: self.child_event(kind, event, obj))
+                informer.start()
+                self.informers.append(informer)
+        for informer in self.informers:
+            if not informer.wait_synced(sync_timeout):
+                log.warning("%r: first list not in after %.0f s; reconciling from a partial cache "
+                            "(children missing from it are read one by one)", informer, sync_timeout)
         keys = []
         for scope in self.namespaces or (None,):
-            for _, _, _, kind in CHILD_KINDS:
-                for obj in self.kube.list_all(kind, f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}", scope):
+            for kind in KOPF_CHILDREN:
+                for obj in self.kube.list_all(kind, MANAGED_SELECTOR, scope):
                     self.cache.store(kind, obj)
             for obj in self.kube.list_all(c.KIND, "", scope):  # last: their children are cached already
                 self.cache.store(c.KIND, obj)
-                keys.append((obj["metadata"]["namespace"], obj["metadata"]["name"]))
+                keys.append(((obj["metadata"]["namespace"], obj["metadata"]["name"]), settled(obj)))
         return sorted(keys)
 
     def seen(self, kind: str, event_type: str | None, body: Any) -> None:
         meta = body.get("metadata") or {}
-        if event_type == "DELETED":
+        if event_type == DELETED:
             self.cache.delete(kind, meta.get("namespace", ""), meta.get("name", ""))
             self.reconciler.memo.forget(kind, meta.get("namespace", ""), meta.get("name", ""))
         else:
             self.cache.store(kind, body)
 
-    def enqueue(self, namespace: str, name: str) -> None:
-        self.queue.add((namespace, name))
+    def enqueue(self, namespace: str, name: str, low: bool = False) -> None:
+        self.queue.add((namespace, name), low=low)
+
+    def model_deployment_event(self, event_type: str | None, body: Any) -> None:
+        """Store it; reconcile it — behind every change when it was merely listed and looks settled."""
+        meta = body.get("metadata") or {}
+        self.seen(c.KIND, event_type, body)
+        self.enqueue(meta.get("namespace", ""), meta.get("name", ""),
+                     low=event_type in (None, LISTED) and settled(body))
+
+    def child_event(self, kind: str, event_type: str | None, body: Any) -> None:
+        """Store the child; reconcile whoever it concerns. An item of the first list is only stored
+        (its owner is queued by :meth:`prefill`); Kopf's listing events (type None) queue it low."""
+        self.seen(kind, event_type, body)
+        if event_type == LISTED:
+            return
+        meta = body.get("metadata") or {}
+        namespace, low = meta.get("namespace", ""), event_type is None
+        if kind == "Pod":
+            # The owner only for a pod in trouble (fetch failed, crash loop, unschedulable), which changes
+            # no Deployment status: healthy pod events cost nothing more.
+            if event_type == DELETED or diagnose_pods([body]) is None:
+                return
+        if kind == "Job":
+            self._job_event(event_type, body)
+            return
+        owner = owner_name(body)
+        if owner:
+            self.enqueue(namespace, owner, low=low)
+
+    def _job_event(self, event_type: str | None, body: Any) -> None:
+        """A compression Job changed (started, a pod failed, finished): reconcile whoever waits for it."""
+        meta = body.get("metadata") or {}
+        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        owners = set(self.waiting.get((namespace, name), ()))
+        creator = owner_name(body)
+        if creator:
+            owners.add(creator)
+        finished = any(cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True"
+                       for cond in (body.get("status") or {}).get("conditions") or [])
+        if finished or event_type == DELETED:
+            self.waiting.pop((namespace, name), None)
+        for owner in sorted(owners):
+            self.enqueue(namespace, owner)
 
     # --- workers -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -141,6 +223,8 @@ class Operator:
         self._threads.append(poster)
 
     def stop(self) -> None:
+        for informer in self.informers:
+            informer.stop()
         self.queue.close()
         self.events.put(None)
         for thread in self._threads:
@@ -218,8 +302,8 @@ def configure(settings: kopf.OperatorSettings, logger, **_: Any) -> None:
     _operator = Operator(kube=Kube(), options=options_from_env(),
                          workers=int(os.environ.get("MODELDEPLOY_WORKERS", "4")), namespaces=NAMESPACES,
                          prometheus_url=os.environ.get("MODELDEPLOY_PROMETHEUS_URL") or None)
-    for namespace, name in _operator.prefill():
-        _operator.enqueue(namespace, name)
+    for (namespace, name), looks_settled in _operator.prefill():
+        _operator.enqueue(namespace, name, low=looks_settled)
     _operator.start()
     logger.info("modeldeploy operator configured: triton image %s, %d workers, %d objects cached",
                 _operator.options.triton_image, _operator.workers, len(_operator.cache))
@@ -249,70 +333,13 @@ def check_prometheus(url: str, timeout: float = 3.0) -> str:
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
-def on_model_deployment(body: kopf.Body, type: str | None, namespace: str, name: str, **_: Any) -> None:
-    if _operator is None:
-        return
-    _operator.seen(c.KIND, type, body)
-    _operator.enqueue(namespace, name)
-
-
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-def on_deployment(body: kopf.Body, type: str | None, namespace: str, **_: Any) -> None:
-    _child_event("Deployment", body, type, namespace)
-
-
-@kopf.on.event("", "v1", "services", labels=MANAGED)
-def on_service(body: kopf.Body, type: str | None, namespace: str, **_: Any) -> None:
-    _child_event("Service", body, type, namespace)
+def on_model_deployment(body: kopf.Body, type: str | None, **_: Any) -> None:
+    if _operator is not None:
+        _operator.model_deployment_event(type, body)
 
 
 @kopf.on.event("gateway.networking.k8s.io", "v1", "httproutes", labels=MANAGED)
-def on_http_route(body: kopf.Body, type: str | None, namespace: str, **_: Any) -> None:
+def on_http_route(body: kopf.Body, type: str | None, **_: Any) -> None:
     """HTTPRoutes of canaries with Gateway API routing (watched once the Gateway API CRDs exist)."""
-    _child_event("HTTPRoute", body, type, namespace)
-
-
-@kopf.on.event("", "v1", "configmaps", labels=MANAGED)
-def on_config_map(body: kopf.Body, type: str | None, namespace: str, **_: Any) -> None:
-    _child_event("ConfigMap", body, type, namespace)
-
-
-def _child_event(kind: str, body: kopf.Body, type: str | None, namespace: str) -> None:
-    """Store the child; reconcile its owner (drift, deletion, status progress)."""
-    if _operator is None:
-        return
-    _operator.seen(kind, type, body)
-    owner = owner_name(body)
-    if owner:
-        _operator.enqueue(namespace, owner)
-
-
-@kopf.on.event("", "v1", "pods", labels=MANAGED)
-def on_pod(body: kopf.Body, type: str | None, namespace: str, **_: Any) -> None:
-    """Stored always; the owner is reconciled only for a pod in trouble (fetch failed, crash loop,
-    unschedulable), which changes no Deployment status: healthy pod events cost nothing more."""
-    if _operator is None:
-        return
-    _operator.seen("Pod", type, body)
-    if type != "DELETED" and diagnose_pods([body]) is not None:
-        owner = owner_name(body)
-        if owner:
-            _operator.enqueue(namespace, owner)
-
-
-@kopf.on.event("batch", "v1", "jobs", labels={**MANAGED, c.LABEL_COMPONENT: c.COMPONENT_COMPRESSION})
-def on_job(body: kopf.Body, type: str | None, namespace: str, name: str, **_: Any) -> None:
-    """A compression Job changed (started, a pod failed, finished): reconcile whoever waits for it."""
-    if _operator is None:
-        return
-    _operator.seen("Job", type, body)
-    owners = set(_operator.waiting.get((namespace, name), ()))
-    creator = owner_name(body)
-    if creator:
-        owners.add(creator)
-    finished = any(cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True"
-                   for cond in (body.get("status") or {}).get("conditions") or [])
-    if finished or type == "DELETED":
-        _operator.waiting.pop((namespace, name), None)
-    for owner in sorted(owners):
-        _operator.enqueue(namespace, owner)
+    if _operator is not None:
+        _operator.child_event("HTTPRoute", type, body)

@@ -9,7 +9,12 @@ events of one object at once races on its status. A work queue fixes both, with 
 - a key being processed is never handed to a second worker; added meanwhile, it is queued again
   once the first worker calls :meth:`WorkQueue.done` (no event is lost);
 - :meth:`WorkQueue.add` with ``after`` schedules a later look (requeue-after, retry backoff); the
-  earliest requested time wins, and an immediate add overrides a pending delayed one.
+  earliest requested time wins, and an immediate add overrides a pending delayed one;
+- :meth:`WorkQueue.add` with ``low=True`` queues a look behind everything else: the start-up pass
+  over objects that looked settled when listed. A new leader with 1,000 Ready ModelDeployments
+  queues 1,000 such looks; a change made meanwhile (a new object, an edit, a child event) is an
+  ordinary add and goes first, so it waits for the workers, not for the whole pass (an ordinary add
+  of a key queued low moves it up).
 
 All requeues and timers of the operator go through here: there is no other timer thread.
 The clock is injected so tests drive time by hand.
@@ -23,6 +28,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
+from collections import deque
 from typing import Callable, Generic, Hashable, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -32,8 +38,10 @@ class WorkQueue(Generic[K]):
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self._clock = clock
         self._cond = threading.Condition()
-        self._ready: list[K] = []  # FIFO of keys due now
-        self._queued: set[K] = set()  # keys in _ready
+        self._ready: deque[K] = deque()  # FIFO of keys due now
+        self._low: deque[K] = deque()  # FIFO of low-priority keys (stale entries skipped: see _low_keys)
+        self._low_keys: set[K] = set()  # keys waiting in _low
+        self._queued: set[K] = set()  # keys in _ready or _low
         self._processing: set[K] = set()
         self._dirty: set[K] = set()  # added while processing: queue again at done()
         self._due: dict[K, float] = {}  # key -> earliest scheduled time (delayed adds)
@@ -43,12 +51,20 @@ class WorkQueue(Generic[K]):
 
     def __len__(self) -> int:
         with self._cond:
-            return len(self._ready) + len(self._due)
+            return len(self._queued) + len(self._due)
 
-    def add(self, key: K, after: float = 0.0) -> None:
-        """Queue ``key`` now (``after`` <= 0) or at ``now + after`` (the earliest request wins)."""
+    def add(self, key: K, after: float = 0.0, low: bool = False) -> None:
+        """Queue ``key`` now (``after`` <= 0) or at ``now + after`` (the earliest request wins);
+        ``low``: now, but behind every other key (a no-op for a key already queued or running)."""
         with self._cond:
             if self._closed:
+                return
+            if low:
+                if key not in self._queued and key not in self._processing and key not in self._due:
+                    self._queued.add(key)
+                    self._low_keys.add(key)
+                    self._low.append(key)
+                    self._cond.notify()
                 return
             if after > 0:
                 when = self._clock() + after
@@ -65,6 +81,9 @@ class WorkQueue(Generic[K]):
             self._enqueue(key)
 
     def _enqueue(self, key: K) -> None:
+        if key in self._low_keys:  # moves up: the stale entry in _low is skipped when reached
+            self._low_keys.discard(key)
+            self._queued.discard(key)
         if key in self._processing:
             self._dirty.add(key)
         elif key not in self._queued:
@@ -93,8 +112,8 @@ class WorkQueue(Generic[K]):
         with self._cond:
             while True:
                 wait = self._promote_due()
-                if self._ready:
-                    key = self._ready.pop(0)
+                key = self._next()
+                if key is not None:
                     self._queued.discard(key)
                     self._processing.add(key)
                     return key
@@ -106,6 +125,16 @@ class WorkQueue(Generic[K]):
                         return None
                     wait = left if wait is None else min(wait, left)
                 self._cond.wait(wait)
+
+    def _next(self) -> K | None:
+        if self._ready:
+            return self._ready.popleft()
+        while self._low:
+            key = self._low.popleft()
+            if key in self._low_keys:
+                self._low_keys.discard(key)
+                return key
+        return None
 
     def done(self, key: K) -> None:
         """Processing of ``key`` finished; queue it again if it was added meanwhile."""

@@ -73,6 +73,19 @@ def test_gone_lists_again_reporting_changes_as_added_and_vanished_objects_as_del
     assert [r[2] for r in script.requests if r[0] == "watch"] == ["10", "40"]
 
 
+class HTTPGone(Exception):
+    status = 410
+
+
+def test_a_watch_refused_with_http_410_lists_again_at_once():
+    script = Script([[page([obj("a", "5")], "10")], [page([obj("a", "50")], "60")]],
+                    [HTTPGone("too old resource version"), []])
+    informer, seen, waits = run(script, 2)
+    assert waits == [0.0, 0.0]
+    assert [r[0] for r in script.requests] == ["list", "watch", "list", "watch"]
+    assert seen == [(LISTED, "a"), (ADDED, "a")] and informer.resource_version == "60"
+
+
 def test_a_failed_watch_waits_and_resumes_from_the_last_version_without_listing():
     script = Script([[page([obj("a", "5")], "10")]],
                     [[{"type": "ADDED", "object": obj("d", "12")}], ConnectionResetError("reset"), []])

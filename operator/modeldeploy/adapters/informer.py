@@ -15,7 +15,8 @@ The protocol, as the Kubernetes API documents it ("Efficient detection of change
    Objects known before and absent from a re-list are handed over as ``DELETED``.
 2. WATCH from that ``resourceVersion`` with bookmarks, for ``timeout_seconds`` at a time; every
    event moves the ``resourceVersion`` on, so a reconnect resumes where the last one stopped.
-3. ``410 Gone`` (the version is too old, compacted away): back to 1. Any other failure: wait
+3. ``410 Gone`` (the version is too old, compacted away; as an ERROR event in the stream or as the
+   watch request's HTTP status): back to 1. Any other failure: wait
    (1, 2, 4 … 30 s) and watch again from the last version.
 
 :meth:`Informer.wait_synced` tells when the first list is in: the operator starts its reconcile
@@ -114,10 +115,11 @@ class Informer:
             if self.resource_version is None:
                 self.relist()
             self.watch_once()
-        except Gone:
-            log.info("%r: resourceVersion %s expired, listing again", self, self.resource_version)
-            self.resource_version = None
         except Exception as err:  # noqa: BLE001 - the informer must outlive any one failure
+            if isinstance(err, Gone) or getattr(err, "status", 0) == 410:  # an ERROR event, or the HTTP answer
+                log.info("%r: resourceVersion %s expired, listing again", self, self.resource_version)
+                self.resource_version = None
+                return 0.0
             self.failures += 1
             log.warning("%r failed (%d in a row), retrying in %.0f s: %s", self, self.failures,
                         backoff(self.failures), err)

@@ -115,6 +115,12 @@ def test_deleting_a_pod_under_load_fails_no_request(api, operator, namespace, ru
     slices = client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
         namespace, label_selector="kubernetes.io/service-name=digits").items
     assert {a for s in slices for e in (s.endpoints or []) for a in e.addresses} == set(ips.values())
+    # The gateway programs HAProxy from those slices at its next sync (every 0.5 s): the load starts once
+    # both pods are servers (its config file is written after the running HAProxy matches it). Without
+    # this wait the first requests could meet a backend not programmed yet (503s unrelated to the delete).
+    config = sandbox.gateway_dir / "haproxy.cfg"
+    wait_for(lambda: all(f" {ip}:" in config.read_text() for ip in ips.values()), 15, interval=0.1,
+             what="both pods programmed in the gateway's HAProxy")
 
     victim = sorted(ips)[0]
     core = client.CoreV1Api(api)

@@ -160,7 +160,9 @@ def test_load_step_scales_up_in_one_decision_holds_without_metrics_and_scales_do
         print(f"\n5x step: {1} -> {first} replicas {took:.1f}s after the step")
         assert first == math.ceil(HIGH / TARGET), replicas.since(step)  # enough, in one decision
         assert took <= DECISION_GOAL_S
-        scaled_up = [e for e in events(api, namespace, policy.REASON_SCALED_UP) if "1 -> 4" in e.message]
+        # the Event is posted after the Deployment's write: wait for it
+        scaled_up = wait_for(lambda: [e for e in events(api, namespace, policy.REASON_SCALED_UP)
+                                      if "1 -> 4" in e.message], 30, what="the ScaledUp Event")
         assert len(scaled_up) == 1, [e.message for e in events(api, namespace, policy.REASON_SCALED_UP)]
         print(f"Event: {scaled_up[0].message}")
 
@@ -183,7 +185,9 @@ def test_load_step_scales_up_in_one_decision_holds_without_metrics_and_scales_do
         # the count went to the Deployment and to status, never into spec
         md = get_md(api, namespace, NAME)
         assert md["metadata"]["generation"] == created["metadata"]["generation"] and md["spec"] == spec_before
-        assert md["status"]["autoscaling"]["desiredReplicas"] == first and md["status"]["replicas"] == first
+        assert md["status"]["autoscaling"]["desiredReplicas"] == first and md["status"]["replicas"] == first, (
+            replicas.changes, [e.message for e in events(api, namespace, policy.REASON_SCALED_UP)],
+            md["status"]["autoscaling"])
         assert md["status"]["autoscaling"]["specReplicasIgnored"] is True
         assert load.failures() == [] and load.lag() < 1.0, (load.failures()[:3], load.lag())
 

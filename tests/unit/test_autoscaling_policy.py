@@ -59,6 +59,14 @@ ONE = {
         (BOTH, S(inference_rate=80), 6, 6, 0, covered(6), 6, p.REASON_METRICS_PARTIAL),
     "one target missing: scale-up still allowed":
         (BOTH, S(inference_rate=800), 6, 6, 0, p.History(), 10, p.REASON_SCALED_UP),
+    "p99 read while one pod served, 4 ready now: the ratio multiplies the one":
+        (P99, S(p99_latency_us=160_000), 4, 4, 0, p.History(ready_seen=((950.0, 1), (990.0, 4))), 4,
+         p.REASON_WITHIN_TOLERANCE),
+    "p99 older than the summary's 60 s and the 30 s metrics window: the pods ready throughout":
+        (P99, S(p99_latency_us=160_000), 4, 4, 0, p.History(ready_seen=((905.0, 1), (950.0, 4))), 7,
+         p.REASON_SCALED_UP),
+    "p99 high while the pods behind it are still too few: scale up from them":
+        (P99, S(p99_latency_us=900_000), 4, 4, 0, p.History(ready_seen=((950.0, 1),)), 9, p.REASON_SCALED_UP),
     "no ready pod: saturation targets cannot be read":
         (P99, S(p99_latency_us=900_000), 3, 0, 3, p.History(), 3, p.REASON_METRICS_UNAVAILABLE),
     "below minReplicas (spec changed)":
@@ -156,6 +164,21 @@ def test_pods_loading_for_a_minute_are_not_double_counted():
     loads = [S(inference_rate=160, pending_growth=240)] + [S(inference_rate=160, pending_growth=240)] * 5
     counts, decisions = run(IPS, loads, current=2, ready_after=60)
     assert counts == [5] * 6 and sum(d.scaled for d in decisions) == 1
+
+
+def test_the_overload_a_scale_up_fixed_does_not_scale_up_again_through_the_p99_it_left():
+    # the sandbox's autoscaling e2e, as numbers: 7 -> 35 requests/s at 10 per replica, p99 guard 250 ms; one pod
+    # overloaded while three load leaves a p99 of 400 ms in Triton's 60 s summary after all four are ready
+    spec = parse_autoscaling({"maxReplicas": 6, "targetInferencesPerSecondPerReplica": 10,
+                              "targetP99LatencyMilliseconds": 250, "metricsWindowSeconds": 10})
+    loads = ([S(inference_rate=7, p99_latency_us=22_000)] * 4 + [S(inference_rate=35, p99_latency_us=400_000)] * 14
+             + [S(inference_rate=35, p99_latency_us=25_000)] * 4)
+    counts, decisions = run(spec, loads, current=1, step=5.0, ready_after=10)
+    assert counts == [1] * 4 + [4] * 18, [d.message for d in decisions]
+    # the same p99 once four pods have served throughout the summary's window is theirs: up
+    d = p.decide(spec, S(inference_rate=35, p99_latency_us=400_000), current=4, ready=4, now=1000.0,
+                 history=p.History(ready_seen=((929.0, 1), (935.0, 4), (990.0, 4))))
+    assert (d.replicas, d.reason) == (6, p.REASON_SCALED_UP)
 
 
 def test_restart_with_empty_history_waits_one_window_before_scaling_down():

@@ -38,6 +38,17 @@ stabilization window for scale-down — and changes what is slow:
   include pods still loading their model, so a spike is not counted twice while they load; saturation
   ratios multiply the *ready* count (HPA fills unready pods with zero on scale-up: the same number).
   A scale-down may remove starting pods (the ReplicaSet deletes unready pods first).
+- **A saturation reading belongs to the pods that made it.** A latency or queue time covers a window
+  (Triton's p99 summary: up to :data:`SUMMARY_MAX_AGE_S`, 60 s; queue time: ``metricsWindowSeconds``;
+  each plus one metrics window for the age of the samples read, :func:`_coverage`),
+  and a ratio of it multiplies the *fewest pods ready over that window* (``History.ready_seen``, at
+  least one), not the count now. After a 1 → 4 scale-up the p99 still holds the seconds when one
+  overloaded pod served (or a new pod's slow first requests): read against 4 ready pods it asks for
+  4 × ratio and scales up again for an overload already fixed; against the one pod that made it, it
+  asks for what that pod lacked. (A CI run of the sandbox's e2e went 1 → 4 → 6 at a load 4 serve,
+  6 being maxReplicas; the reading behind the 6 was not recorded, and this is the path that gives it.)
+  HPA has the same rule for CPU (samples of pods that became ready recently are left out). After a
+  restart the history is empty: the count now.
 - **Fail-static.** No usable sample for any target → keep the count (``MetricsUnavailable``). Some
   targets missing → the others may scale up, never down (``MetricsPartial``; HPA does the same when one
   of several metrics fails). Missing data never scales in.
@@ -63,6 +74,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from modeldeploy.api.autoscaling import AutoscalingSpec
+from modeldeploy.policy.measurements import SUMMARY_MAX_AGE_S
 
 REASON_SCALED_UP = "ScaledUp"
 REASON_SCALED_DOWN = "ScaledDown"
@@ -133,6 +145,9 @@ class History:
     #: A scale-up waiting for its confirming scrape: (when the wait began, on the policy's clock; the newest
     #: scrape time of the reading that asked for it). None when none waits.
     confirming: tuple[float, float] | None = None
+    #: (when, ready pods) at each decision within the longest saturation window: the pods a latency or
+    #: queue reading can come from (:func:`_serving`).
+    ready_seen: tuple[tuple[float, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,11 +179,40 @@ def _usable(v: float | None) -> bool:
     return v is not None and math.isfinite(v) and v >= 0
 
 
-def _needed(spec: AutoscalingSpec, s: Signals, ready: int) -> tuple[dict[str, float], dict[str, float],
-                                                                      dict[str, float], list[str]]:
+def _coverage(spec: AutoscalingSpec) -> dict[str, float]:
+    """Saturation target -> how far back (seconds before the decision) the requests behind its reading may
+    go: Triton's p99 summary holds up to 60 s of them, the queue times are rates over the metrics window,
+    and the samples read are up to a scrape interval old, which one more metrics window covers (a window
+    holds at least two scrapes).
+
+    >>> _coverage(AutoscalingSpec(max_replicas=2, target_queue_us=1.0, metrics_window_seconds=10))
+    {'targetP99LatencyMilliseconds': 70.0, 'targetQueueMicroseconds': 20.0, 'targetQueueToComputeRatio': 20.0}
+    """
+    window = float(spec.metrics_window_seconds)
+    return {"targetP99LatencyMilliseconds": SUMMARY_MAX_AGE_S + window,
+            "targetQueueMicroseconds": 2 * window, "targetQueueToComputeRatio": 2 * window}
+
+
+def _serving(seen: tuple[tuple[float, int], ...], ready: int, now: float, seconds: float) -> int:
+    """The fewest pods ready over the last ``seconds`` (``seen`` plus ``ready`` now), at least one: the pods
+    that served the requests a reading over those seconds describes.
+
+    >>> seen = ((900.0, 1), (950.0, 1), (990.0, 4))
+    >>> _serving(seen, 4, 1000.0, 60), _serving(seen, 4, 1000.0, 20), _serving(seen, 4, 1100.0, 60)
+    (1, 4, 4)
+    >>> _serving((), 0, 1000.0, 60), _serving(((990.0, 5),), 3, 1000.0, 60)
+    (1, 3)
+    """
+    return max(1, min([n for at, n in seen if at >= now - seconds] + [ready]))
+
+
+def _needed(spec: AutoscalingSpec, s: Signals, ready: int,
+            serving: Mapping[str, int] | None = None) -> tuple[dict[str, float], dict[str, float],
+                                                                dict[str, float], list[str]]:
     """Per target: replicas it asks for to scale up and to scale down (unrounded; they differ only for
     inferences/s, see :func:`decide`), its value/target ratio (saturation targets), and the missing
-    targets. Saturation targets need at least one ready pod to mean anything."""
+    targets. Saturation targets need at least one ready pod to mean anything; their ratio multiplies
+    ``serving[target]`` (the pods behind the reading, :func:`_serving`), ``ready`` when not given."""
     needed: dict[str, float] = {}
     ratio: dict[str, float] = {}
     missing: list[str] = []
@@ -207,7 +251,7 @@ def _needed(spec: AutoscalingSpec, s: Signals, ready: int) -> tuple[dict[str, fl
             continue
         if _usable(value) and ready > 0:
             ratio[name] = value / target
-            needed[name] = ready * ratio[name]
+            needed[name] = (serving or {}).get(name, ready) * ratio[name]
         else:
             missing.append(name)
     return {**needed, **up}, needed, ratio, missing
@@ -241,7 +285,9 @@ def _prune(history: History, now: float, spec: AutoscalingSpec) -> History:
     recs = ([max(older, key=lambda r: r.at)] if older else []) + inside
     period = spec.scale_up.period_seconds if spec.scale_up else 0
     events = tuple(e for e in history.scale_events if e.at > now - period)
-    return History(tuple(recs), events, history.confirming)
+    longest = max(_coverage(spec).values())
+    seen = tuple((at, n) for at, n in history.ready_seen if at >= now - longest)
+    return History(tuple(recs), events, history.confirming, seen)
 
 
 def _still_confirming(spec: AutoscalingSpec, s: Signals, history: History, now: float) -> tuple[float, float] | None:
@@ -314,7 +360,8 @@ def decide(spec: AutoscalingSpec, signals: Signals, *, current: int, ready: int,
     ``canary_weight``: the canary's traffic %, when a canary runs."""
     history = _prune(history, now, spec)
     tol = spec.tolerance
-    needed_up, needed, ratio, missing = _needed(spec, signals, ready)
+    serving = {n: _serving(history.ready_seen, ready, now, seconds) for n, seconds in _coverage(spec).items()}
+    needed_up, needed, ratio, missing = _needed(spec, signals, ready, serving)
     pods = f"{current} asked, {ready} ready" + (f", {starting} starting" if starting else "")
 
     def done(replicas: int, reason: str, message: str, signal: str | None = None,
@@ -324,7 +371,9 @@ def decide(spec: AutoscalingSpec, signals: Signals, *, current: int, ready: int,
         if replicas != current:
             events += (ScaleEvent(now, current, replicas),)
         split = split_by_weight(replicas, canary_weight) if canary_weight is not None else None
-        return Decision(replicas, reason, message, History(history.recommendations + (rec,), events, confirming),
+        remembered = History(history.recommendations + (rec,), events, confirming,
+                             history.ready_seen + ((now, ready),))
+        return Decision(replicas, reason, message, remembered,
                         current, signal, needed, split,
                         recheck_after=CONFIRM_RECHECK_SECONDS if confirming is not None else None)
 

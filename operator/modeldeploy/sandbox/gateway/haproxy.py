@@ -217,6 +217,9 @@ def structure(config: ProxyConfig, slots: Slots) -> str:
 def runtime_commands(old: Slots, new: Slots) -> list[str]:
     """Runtime API commands turning the servers of ``old`` into ``new`` (same backends and slot counts).
 
+    Every server that comes or changes is readied before any goes to maintenance: a backend whose only
+    server moves to another slot (a pod replaced by one at a new address) always has one to send to.
+
     >>> from .model import Server
     >>> a, a9, b = Server("10.0.0.2", 8000, 1), Server("10.0.0.2", 8000, 9), Server("10.0.0.3", 8000, 1)
     >>> runtime_commands({"be": [a, None]}, {"be": [a9, b]})       # doctest: +NORMALIZE_WHITESPACE
@@ -224,22 +227,25 @@ def runtime_commands(old: Slots, new: Slots) -> list[str]:
      'set server be/s2 state ready']
     >>> runtime_commands({"be": [a, b]}, {"be": [None, b]})
     ['set server be/s1 state maint']
+    >>> runtime_commands({"be": [a, None]}, {"be": [None, b]})     # doctest: +NORMALIZE_WHITESPACE
+    ['set server be/s2 addr 10.0.0.3 port 8000', 'set server be/s2 weight 1', 'set server be/s2 state ready',
+     'set server be/s1 state maint']
     """
-    out = []
+    ready, maint = [], []
     for name, slots in new.items():
         before = list(old.get(name) or [None] * len(slots))
         for i, (was, now) in enumerate(zip(before, slots), start=1):
             srv = f"{name}/s{i}"
             if now is None:
                 if was is not None:
-                    out.append(f"set server {srv} state maint")
+                    maint.append(f"set server {srv} state maint")
                 continue
             if was is None or (was.address, was.port) != (now.address, now.port):
-                out += [f"set server {srv} addr {now.address} port {now.port}",
-                        f"set server {srv} weight {now.weight}", f"set server {srv} state ready"]
+                ready += [f"set server {srv} addr {now.address} port {now.port}",
+                          f"set server {srv} weight {now.weight}", f"set server {srv} state ready"]
             elif was.weight != now.weight:
-                out.append(f"set server {srv} weight {now.weight}")
-    return out
+                ready.append(f"set server {srv} weight {now.weight}")
+    return ready + maint
 
 
 # --- I/O -------------------------------------------------------------------------------------------

@@ -187,7 +187,7 @@ def test_load_step_scales_up_in_one_decision_holds_without_metrics_and_scales_do
         assert md["metadata"]["generation"] == created["metadata"]["generation"] and md["spec"] == spec_before
         assert md["status"]["autoscaling"]["desiredReplicas"] == first and md["status"]["replicas"] == first, (
             replicas.changes, [e.message for e in events(api, namespace, policy.REASON_SCALED_UP)],
-            md["status"]["autoscaling"])
+            md["status"]["autoscaling"], f"load lag {load.lag():.2f}s")
         assert md["status"]["autoscaling"]["specReplicasIgnored"] is True
         assert load.failures() == [] and load.lag() < 1.0, (load.failures()[:3], load.lag())
 
